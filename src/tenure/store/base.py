@@ -1,0 +1,209 @@
+"""The Store protocol: Tenure's one source of truth, behind one interface.
+
+A unit of work is a plain synchronous function of a `Tx`. The store runs it
+in one database transaction on a thread of its own (`await store.run(fn)`),
+so the same body serves SQLite (its one writer thread) and PostgreSQL (a
+connection from the pool), and nothing blocks the event loop. `tx.now` is
+read once when the transaction opens, from the store's clock: the
+database's on PostgreSQL unless a clock was injected, the injected clock
+(SystemClock or FakeClock) on SQLite. Every lease update is conditional on
+the version the unit of work loaded; a lost race is a `False`, never a driver
+exception. If the function raises, the transaction rolls back and nothing of
+it is kept.
+
+Events, comments, counters and outbox rows written through a `Tx` commit or
+vanish together with the rest of the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from tenure.core.model import (
+    Agent,
+    Board,
+    Comment,
+    Event,
+    Lease,
+    StoredEvent,
+    Task,
+    TaskStatus,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A hook delivery waiting in the outbox."""
+
+    id: int
+    kind: str
+    board_id: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFilter:
+    """What `claim_candidates` may return for one agent."""
+
+    board_id: str
+    agent_skills: tuple[str, ...] = ()
+    limit: int = 16
+
+
+class Tx(Protocol):
+    """One open transaction. Every method is synchronous and runs inside it."""
+
+    @property
+    def now(self) -> datetime:
+        """The transaction's one moment (aware UTC), read once at BEGIN."""
+
+    # boards ---------------------------------------------------------------
+    def insert_board(self, board: Board) -> None:
+        """Add a board; `Conflict` if its id exists."""
+
+    def get_board(self, board_id: str) -> Board | None: ...
+
+    def list_boards(self) -> list[Board]: ...
+
+    def update_board(self, board: Board) -> None: ...
+
+    def board_by_key_hash(self, key_hash: str) -> Board | None:
+        """The board whose enrolment key (or viewer token) hashes to `key_hash`."""
+
+    # agents ---------------------------------------------------------------
+    def insert_agent(self, agent: Agent) -> None:
+        """Add an agent; `Conflict` if (board, id) exists."""
+
+    def update_agent(self, agent: Agent) -> None: ...
+
+    def get_agent(self, board_id: str, agent_id: str) -> Agent | None: ...
+
+    def agent_by_token_hash(self, token_hash: str) -> Agent | None: ...
+
+    def list_agents(self, board_id: str) -> list[Agent]: ...
+
+    def delete_agent(self, board_id: str, agent_id: str) -> bool: ...
+
+    # tasks ----------------------------------------------------------------
+    def insert_task(self, task: Task) -> None:
+        """Add a task; `Conflict` if (board, id) exists."""
+
+    def update_task(self, task: Task) -> None:
+        """Write every field of `task` (the caller loaded it in this transaction)."""
+
+    def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
+        """One task; `for_update` locks its row on PostgreSQL."""
+
+    def list_tasks(
+        self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
+    ) -> list[Task]: ...
+
+    def delete_task(self, board_id: str, task_id: str) -> bool: ...
+
+    def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
+        """`todo` tasks of the board, locked for this transaction (SKIP LOCKED on
+        PostgreSQL), in claim order: recovered first (recovery_count > 0 with a
+        handoff), then priority (urgent first), then oldest. Dependencies and
+        skills are judged by the caller; the store may pre-filter."""
+
+    def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        """The status of each named task that exists."""
+
+    # leases ---------------------------------------------------------------
+    def insert_lease(self, lease: Lease) -> None:
+        """Add a new live lease; `Conflict` if the task already has a live one."""
+
+    def update_lease(self, lease: Lease, expected_version: int) -> bool:
+        """Write `lease` if the stored one (same board, task, epoch) still has
+        `expected_version`; False if it moved on (a lost race)."""
+
+    def live_lease(self, board_id: str, task_id: str) -> Lease | None: ...
+
+    def last_lease_of(self, board_id: str, task_id: str, agent_id: str) -> Lease | None:
+        """The agent's most recent lease on the task, live or ended."""
+
+    def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]: ...
+
+    def live_leases(self, board_id: str | None = None) -> list[Lease]: ...
+
+    def due_leases(self, now: datetime, limit: int) -> list[Lease]:
+        """Live leases whose recover_after <= now, oldest first, through the index."""
+
+    def lease_history(self, board_id: str, task_id: str) -> list[Lease]: ...
+
+    # events, comments, counters, outbox -------------------------------------
+    def append_event(self, event: Event) -> int:
+        """Append to the log; returns the event's id."""
+
+    def add_comment(self, comment: Comment) -> int: ...
+
+    def comments(self, board_id: str, task_id: str) -> list[Comment]: ...
+
+    def bump(self, board_id: str, counter: str, by: int = 1) -> None: ...
+
+    def counters(self, board_id: str | None = None) -> dict[str, int]: ...
+
+    def enqueue_hook(
+        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
+    ) -> int: ...
+
+    def due_hooks(self, now: datetime, limit: int) -> list[OutboxRow]:
+        """Undelivered rows whose next attempt is due, locked (SKIP LOCKED)."""
+
+    def mark_hook(
+        self,
+        row_id: int,
+        *,
+        delivered: bool,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    # meta -------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
+class Store(Protocol):
+    """An open store. Async outside, synchronous units of work inside."""
+
+    dialect: str
+
+    async def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one transaction; commit if it returns, roll back if it raises.
+
+        A database that cannot be reached raises `StoreUnavailable`.
+        """
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run a read-only `fn` (SQLite: on a reader connection, apart from the writer)."""
+
+    async def events_after(
+        self,
+        after_id: int,
+        *,
+        board_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 500,
+    ) -> list[StoredEvent]: ...
+
+    async def wait_for_events(self, after_id: int, timeout: float) -> None:
+        """Return when an event with id > after_id may exist (NOTIFY on
+        PostgreSQL; an in-process signal or a short poll on SQLite), or after
+        `timeout` seconds."""
+
+    async def close(self) -> None: ...
