@@ -142,6 +142,9 @@ class Tx(Protocol):
 
     def lease_history(self, board_id: str, task_id: str) -> list[Lease]: ...
 
+    def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
+        """The agent's leases that ended at or after `since` (for "you lost a lease" notices)."""
+
     # events, comments, counters, outbox -------------------------------------
     def append_event(self, event: Event) -> int:
         """Append to the log; returns the event's id."""
