@@ -1,0 +1,58 @@
+"""The `tenure` command: a thin Typer layer over the library.
+
+This module holds the root app and the few commands that belong to no group.
+Command groups live in their own modules (`tenure.cli_<name>`), each exposing
+`register(app)`; add the module's name to `COMMAND_MODULES` to plug it in.
+Every command's help ends with an example.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from tenure import __version__
+
+app = typer.Typer(
+    name="tenure",
+    help="Tenure hands tasks to agents under leases and recovers the work of dead ones.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# Modules that add commands or groups to `app` through `register(app)`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+@app.command()
+def version() -> None:
+    """Print Tenure's version.
+
+    Example: tenure version
+    """
+    typer.echo(f"tenure {__version__}")
+
+
+@app.command()
+def serve() -> None:
+    """Start the Tenure server.
+
+    Example: tenure serve
+    """
+    # Placeholder until the server module lands; it replaces this command.
+    typer.echo("tenure serve: the server is not part of this build yet.", err=True)
+    raise typer.Exit(1)
+
+
+def _register_command_modules() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_command_modules()
+
+
+def main() -> None:
+    """Entry point of the `tenure` console script."""
+    app()
