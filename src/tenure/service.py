@@ -1,0 +1,532 @@
+"""The Coordinator: every use case of Tenure, over one Store and the pure core.
+
+Adapters (HTTP, MCP, CLI, dashboard, lab) hold no lease logic: they turn a
+request into one call here and render the answer. Each call follows one
+road: authenticate inside the transaction, read `now` from the store, load,
+ask the core, write its decision conditional on the lease version, commit,
+then publish metrics and telemetry. Every call by an agent touches every
+live lease it holds, and every answer to an agent carries a notice of its
+leases (and of any it lost).
+
+Board, task and agent administration lives in `tenure.admin`; the monitor's
+pass in `tenure.sweep`; this module holds the agent's side of the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, token_hash
+from tenure.core import lease as rules
+from tenure.core.decisions import Change, Evidence, Report, Subject
+from tenure.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TenureError,
+    Unauthorized,
+)
+from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
+from tenure.core.policy import Policy
+from tenure.store.base import ClaimFilter, Store, Tx
+from tenure.units import Effects, RaceLost, write
+from tenure.views import lease_view, task_view
+
+log = logging.getLogger("tenure.service")
+
+T = TypeVar("T")
+
+#: How often a unit of work that lost a version race is read and decided again.
+RACE_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The service's own settings (the core's numbers live in `Policy`)."""
+
+    max_tasks_per_agent: int = 1
+    claim_retry_after_s: float = 5.0
+    monitor_batch_size: int = 200
+    worktree_template: str = "{project_root}/../worktrees/{agent_id}"
+    allowed_worktree_roots: tuple[str, ...] = ()
+
+
+class Sink:
+    """Where post-commit effects go: metrics and telemetry. The default does nothing."""
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Count one happening (a `tenure.core.model.Counter` value)."""
+
+    def lease_expired(self, payload: dict[str, Any]) -> None:
+        """The `lease_expired` telemetry event, fired after a recovery commits."""
+
+    def detection(self, seconds: float) -> None:
+        """Seconds from a lease's expiry to its recovery."""
+
+
+@dataclass
+class Coordinator:
+    """Tenure's use cases. Create one per process over an open store."""
+
+    store: Store
+    policy: Policy = field(default_factory=Policy)
+    options: Options = field(default_factory=Options)
+    sink: Sink = field(default_factory=Sink)
+
+    def __post_init__(self) -> None:
+        # Administration lives in its own module; it needs this object, so it
+        # is imported here rather than at the top (tenure.admin imports us).
+        from tenure.admin import Admin
+
+        self.admin = Admin(self)
+
+    # ------------------------------------------------------------------ running
+    async def run(self, unit: Callable[[Tx, Effects], T]) -> T:
+        """Run `unit` in a transaction, retrying lost version races; then publish.
+
+        A refusal that recorded something (a late note) is raised here, after
+        its record committed.
+        """
+        for _attempt in range(RACE_RETRIES):
+            effects = Effects()
+            try:
+                result = await self.store.run(lambda tx: unit(tx, effects))
+            except RaceLost:
+                await asyncio.sleep(0)
+                continue
+            self._publish(effects)
+            if effects.error is not None:
+                raise effects.error
+            return result
+        raise Conflict("the lease kept changing under this call; try again")
+
+    def _publish(self, effects: Effects) -> None:
+        for change in effects.changes:
+            for counter in change.counters:
+                self.sink.count(str(counter))
+            if change.telemetry is not None:
+                self.sink.lease_expired(change.telemetry)
+                latency = change.telemetry.get("detection_latency_s")
+                if isinstance(latency, int | float):
+                    self.sink.detection(float(latency))
+
+    # ----------------------------------------------------------- authentication
+    def authenticate_in(self, tx: Tx, token: str | None) -> Caller:
+        """Who a bearer token belongs to, judged inside `tx`; `Unauthorized` if nobody."""
+        if not token:
+            raise Unauthorized("a bearer token is required")
+        role = role_of(token)
+        digest = token_hash(token)
+        if role is Role.AGENT:
+            agent = tx.agent_by_token_hash(digest)
+            if agent is not None and not agent.revoked:
+                return Caller(Role.AGENT, agent.board_id, agent.id)
+        elif role is Role.ENROLMENT or role is Role.VIEWER:
+            board = tx.board_by_key_hash(digest)
+            if board is not None:
+                hit = board.enrolment_key_hash if role is Role.ENROLMENT else board.viewer_token_hash
+                if hit == digest:
+                    return Caller(role, board.id)
+        elif role is Role.ADMIN:
+            stored = tx.get_meta(ADMIN_TOKEN_META)
+            if stored is not None and stored == digest:
+                return Caller(Role.ADMIN)
+        raise Unauthorized("unknown or revoked token")
+
+    async def authenticate(self, token: str | None) -> Caller:
+        """Who a bearer token belongs to (a read; agents' calls re-check in their unit)."""
+        return await self.store.read(lambda tx: self.authenticate_in(tx, token))
+
+    # ------------------------------------------------------------ agent helpers
+    def _agent(self, tx: Tx, caller: Caller) -> Agent:
+        if not caller.is_agent or caller.board_id is None or caller.agent_id is None:
+            raise Forbidden("this call is for agents; register first with register_agent")
+        agent = tx.get_agent(caller.board_id, caller.agent_id)
+        if agent is None or agent.revoked:
+            raise Unauthorized("this agent's token was revoked or the agent deregistered")
+        return agent
+
+    def _task(self, tx: Tx, board_id: str, task_id: str, *, lock: bool = True) -> Task:
+        check_id(task_id, "task_id")
+        task = tx.get_task(board_id, task_id, for_update=lock)
+        if task is None:
+            raise NotFound(f"no task {task_id!r} on this board", details={"task_id": task_id})
+        return task
+
+    def _touch_others(self, tx: Tx, agent: Agent, effects: Effects, skip: str | None) -> None:
+        """Touch every live lease of `agent` except the one on task `skip`."""
+        for held in tx.live_leases_of_agent(agent.board_id, agent.id):
+            if held.task_id == skip:
+                continue
+            change = rules.touch(held, tx.now, self.policy)
+            if change.writes:
+                write(tx, change, effects)
+
+    def _seen(self, tx: Tx, agent: Agent) -> dict[str, Any]:
+        """Record that the agent called, and build its notice of leases held and lost."""
+        now = tx.now
+        since = agent.last_seen_at or agent.created_at
+        lost = [
+            lease_view(lease, now, self.policy)
+            for lease in tx.ended_leases_of_agent(agent.board_id, agent.id, since)
+            if lease.end_reason is not None
+            and str(lease.end_reason)
+            in {"lease_expired", "agent_disconnected", "validation_timeout", "unassigned"}
+        ]
+        tx.update_agent(replace(agent, last_seen_at=now))
+        held = [
+            lease_view(lease, now, self.policy)
+            for lease in tx.live_leases_of_agent(agent.board_id, agent.id)
+        ]
+        notice: dict[str, Any] = {"leases": held}
+        if lost:
+            notice["lost"] = lost
+            notice["message"] = (
+                "You lost a lease: the task was taken back. Stop working on it; your "
+                "branch is preserved. Call request_next_task for new work."
+            )
+        return notice
+
+    def _subject(self, tx: Tx, agent: Agent, task: Task) -> Subject:
+        live = tx.live_lease(task.board_id, task.id)
+        callers_last = (
+            live if live is not None and live.agent_id == agent.id
+            else tx.last_lease_of(task.board_id, task.id, agent.id)
+        )
+        holds_other = any(
+            held.task_id != task.id for held in tx.live_leases_of_agent(agent.board_id, agent.id)
+        )
+        return Subject(task, live, callers_last, holds_other)
+
+    def _answer(self, tx: Tx, agent: Agent, change: Change, task: Task) -> dict[str, Any]:
+        """The common answer to an agent's act on a task."""
+        now = tx.now
+        current = change.task or task
+        live = tx.live_lease(current.board_id, current.id)
+        mine = live if live is not None and live.agent_id == agent.id else None
+        return {
+            "ok": change.error is None,
+            "result": str(change.kind),
+            "task": task_view(current, now, self.policy, mine),
+            "lease": lease_view(mine, now, self.policy) if mine else None,
+            "notice": self._seen(tx, agent),
+        }
+
+    def _act(
+        self,
+        caller: Caller,
+        task_id: str,
+        decide: Callable[[Tx, Subject, Agent], Change],
+    ) -> Callable[[Tx, Effects], dict[str, Any]]:
+        """A unit of work for an agent's act on one of its board's tasks."""
+
+        def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
+            agent = self._agent(tx, caller)
+            task = self._task(tx, agent.board_id, task_id)
+            subject = self._subject(tx, agent, task)
+            change = decide(tx, subject, agent)
+            write(tx, change, effects)
+            self._touch_others(tx, agent, effects, skip=task.id)
+            answer = self._answer(tx, agent, change, task)
+            if change.error is not None:
+                # The refusal is raised after commit; carry the notice with it.
+                change.error.details.setdefault("notice", answer["notice"])
+            return answer
+
+        return unit
+
+    # -------------------------------------------------------------- agent calls
+    async def touch(self, caller: Caller) -> dict[str, Any]:
+        """Any authenticated call of an agent that is not about a task: touch its
+        leases and return its notice. Callers that are not agents get {}."""
+        if not caller.is_agent:
+            return {}
+
+        def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
+            agent = self._agent(tx, caller)
+            self._touch_others(tx, agent, effects, skip=None)
+            return self._seen(tx, agent)
+
+        return await self.run(unit)
+
+    async def request_next_task(self, caller: Caller) -> dict[str, Any]:
+        """Give the calling agent one ready task under a new lease (SPEC, Claiming)."""
+
+        def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
+            agent = self._agent(tx, caller)
+            self._touch_others(tx, agent, effects, skip=None)
+            held = tx.live_leases_of_agent(agent.board_id, agent.id)
+            if len(held) >= self.options.max_tasks_per_agent:
+                return self._nothing(tx, agent, "agent_holds_a_task", held)
+            task, reason = self._pick(tx, agent)
+            if task is None:
+                return self._nothing(tx, agent, reason, held)
+            return self._grant(tx, effects, agent, task)
+
+        return await self.run(unit)
+
+    async def assign(self, caller: Caller, board_id: str, task_id: str, agent_id: str) -> dict[str, Any]:
+        """Admin: give a named task to a named agent, through the claim path."""
+        if not caller.is_admin:
+            raise Forbidden("assigning a task needs the admin token")
+
+        def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
+            agent = tx.get_agent(board_id, check_id(agent_id, "agent_id"))
+            if agent is None or agent.revoked:
+                raise NotFound(f"no agent {agent_id!r} on board {board_id!r}")
+            task = self._task(tx, board_id, task_id)
+            if task.status is not TaskStatus.TODO:
+                raise Conflict(
+                    f"task {task_id!r} is {task.status}, not todo",
+                    details={"status": str(task.status)},
+                )
+            return self._grant(tx, effects, agent, task)
+
+        return await self.run(unit)
+
+    def _grant(self, tx: Tx, effects: Effects, agent: Agent, task: Task) -> dict[str, Any]:
+        now = tx.now
+        change = rules.create(task, agent.id, now, self.policy)
+        write(tx, change, effects)
+        granted = change.task or task
+        lease = change.lease
+        assert lease is not None  # create always makes a lease
+        view = task_view(granted, now, self.policy, lease)
+        return {
+            "ok": True,
+            "task": view,
+            "lease": lease_view(lease, now, self.policy),
+            "handoff": view["handoff"],
+            "notice": self._seen(tx, agent),
+        }
+
+    def _pick(self, tx: Tx, agent: Agent) -> tuple[Task | None, str]:
+        """The first claimable task for `agent`, or None and why there is none."""
+        skills = {skill.lower() for skill in agent.skills}
+        candidates = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=64))
+        if not candidates:
+            return None, "no_todo_tasks"
+        waiting_on_dependencies = False
+        for task in candidates:
+            if task.dead_lettered:
+                continue
+            needed = {skill.lower() for skill in task.required_skills}
+            if needed and not needed <= skills:
+                continue
+            if task.dependencies:
+                statuses = tx.task_statuses(task.board_id, task.dependencies)
+                if any(statuses.get(dep) is not TaskStatus.DONE for dep in task.dependencies):
+                    waiting_on_dependencies = True
+                    continue
+            return task, ""
+        return None, "dependencies_pending" if waiting_on_dependencies else "skills_unmatched"
+
+    def _nothing(self, tx: Tx, agent: Agent, reason: str, held: list[Lease]) -> dict[str, Any]:
+        texts = {
+            "no_todo_tasks": "No task is waiting on this board.",
+            "dependencies_pending": "Every waiting task depends on work not yet done.",
+            "skills_unmatched": "The waiting tasks need skills this agent did not register.",
+            "agent_holds_a_task": "This agent already holds a task; finish or release it first.",
+        }
+        return {
+            "ok": True,
+            "task": None,
+            "reason": reason,
+            "message": texts[reason],
+            "retry_after_s": self.options.claim_retry_after_s,
+            "held": [lease_view(lease, tx.now, self.policy) for lease in held],
+            "notice": self._seen(tx, agent),
+        }
+
+    async def report_progress(self, caller: Caller, task_id: str, report: Report) -> dict[str, Any]:
+        """A progress report (in_progress, completed or blocked) by an agent."""
+        return await self.run(
+            self._act(
+                caller,
+                task_id,
+                lambda tx, subject, agent: rules.report(subject, agent.id, report, tx.now, self.policy),
+            )
+        )
+
+    async def heartbeat(
+        self,
+        caller: Caller,
+        task_id: str | None = None,
+        *,
+        epoch: int | None = None,
+        evidence: Evidence | None = None,
+    ) -> dict[str, Any]:
+        """An explicit sign of life, optionally about one task and with worktree
+        evidence from a remote agent (a conflict in its worktree extends the lease)."""
+        if task_id is None:
+            return await self.touch(caller)
+
+        def decide(tx: Tx, subject: Subject, agent: Agent) -> Change:
+            change = rules.heartbeat(subject, agent.id, tx.now, self.policy, epoch=epoch)
+            lease = change.lease
+            if (
+                evidence is not None
+                and evidence.conflict
+                and change.error is None
+                and lease is not None
+                and lease.live
+                and lease.conflict_extensions < self.policy.max_conflict_extensions
+            ):
+                return _merge(change, rules.extend_for_conflict(lease, tx.now, self.policy))
+            return change
+
+        return await self.run(self._act(caller, task_id, decide))
+
+    async def report_blocker(
+        self, caller: Caller, task_id: str, description: str, severity: str = "medium"
+    ) -> dict[str, Any]:
+        """The holder cannot go on: the lease ends and the task is `blocked`."""
+        reason = f"[{severity}] {description}" if severity else description
+        return await self.run(
+            self._act(
+                caller,
+                task_id,
+                lambda tx, subject, agent: rules.block(subject, agent.id, tx.now, self.policy, reason=reason),
+            )
+        )
+
+    async def release_task(self, caller: Caller, task_id: str, message: str = "") -> dict[str, Any]:
+        """The holder gives the task back to the board, with a handoff."""
+        return await self.run(
+            self._act(
+                caller,
+                task_id,
+                lambda tx, subject, agent: rules.release(subject, agent.id, tx.now, self.policy, message=message),
+            )
+        )
+
+    async def validation_result(
+        self, caller: Caller, task_id: str, passed: bool, note: str = "", *, board_id: str | None = None
+    ) -> dict[str, Any]:
+        """The result of a validation window: by the holder, or by an admin/checker."""
+        if caller.is_agent:
+            return await self.run(
+                self._act(
+                    caller,
+                    task_id,
+                    lambda tx, subject, agent: rules.validation_result(
+                        subject, tx.now, self.policy, passed=passed, note=note, by_holder=True
+                    ),
+                )
+            )
+        if not caller.is_admin or board_id is None:
+            raise Forbidden("a validation result comes from the holder or an admin")
+
+        def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
+            task = self._task(tx, board_id, task_id)
+            live = tx.live_lease(board_id, task_id)
+            subject = Subject(task, live, live, False)
+            change = rules.validation_result(
+                subject, tx.now, self.policy, passed=passed, note=note, by_holder=False
+            )
+            write(tx, change, effects)
+            current = change.task or task
+            return {"ok": True, "result": str(change.kind), "task": task_view(current, tx.now, self.policy)}
+
+        return await self.run(unit)
+
+    async def get_task_context(self, caller: Caller, task_id: str, board_id: str | None = None) -> dict[str, Any]:
+        """Everything an agent needs to work on a task: the task, its handoff,
+        its comments and its dependencies with their state."""
+
+        def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
+            notice: dict[str, Any] | None = None
+            if caller.is_agent:
+                agent = self._agent(tx, caller)
+                scope = agent.board_id
+                self._touch_others(tx, agent, effects, skip=None)
+            else:
+                scope = self._board_scope(caller, board_id)
+            task = self._task(tx, scope, task_id, lock=False)
+            live = tx.live_lease(scope, task_id)
+            now = tx.now
+            statuses = tx.task_statuses(scope, task.dependencies) if task.dependencies else {}
+            answer = {
+                "task": task_view(task, now, self.policy, live, include_expired_handoff=caller.is_admin),
+                "handoff": task_view(task, now, self.policy)["handoff"],
+                "dependencies": [
+                    {"id": dep, "status": str(statuses[dep]) if dep in statuses else "missing"}
+                    for dep in task.dependencies
+                ],
+                "comments": [
+                    {"at": c.at.isoformat(), "author": c.author, "body": c.body}
+                    for c in tx.comments(scope, task_id)
+                ],
+            }
+            if caller.is_agent:
+                notice = self._seen(tx, self._agent(tx, caller))
+                answer["notice"] = notice
+            return answer
+
+        return await self.run(unit)
+
+    def _board_scope(self, caller: Caller, board_id: str | None) -> str:
+        """The board a non-agent caller may look at."""
+        if caller.is_admin:
+            if board_id is None:
+                raise InvalidInput("board_id is required", details={"field": "board_id"})
+            return check_id(board_id, "board_id")
+        if caller.board_id is None:
+            raise Forbidden("this token may not read boards")
+        if board_id is not None and board_id != caller.board_id:
+            raise NotFound(f"no board {board_id!r}")
+        return caller.board_id
+
+    # ------------------------------------------------------------- sessions
+    async def session_opened(self, caller: Caller) -> None:
+        """An MCP session (or stdio proxy) of an agent opened."""
+        if not caller.is_agent:
+            return
+
+        def unit(tx: Tx, effects: Effects) -> None:
+            agent = self._agent(tx, caller)
+            tx.update_agent(replace(agent, open_sessions=agent.open_sessions + 1))
+            self._touch_others(tx, agent, effects, skip=None)
+
+        await self.run(unit)
+
+    async def session_closed(self, caller: Caller) -> None:
+        """An agent's session closed by its client (never by a server shutting
+        down). When it was its last open session, its leases turn suspect."""
+        if not caller.is_agent:
+            return
+
+        def unit(tx: Tx, effects: Effects) -> None:
+            agent = self._agent(tx, caller)
+            remaining = max(0, agent.open_sessions - 1)
+            tx.update_agent(replace(agent, open_sessions=remaining))
+            if remaining:
+                return
+            for held in tx.live_leases_of_agent(agent.board_id, agent.id):
+                write(tx, rules.session_closed(held, tx.now, self.policy), effects)
+
+        await self.run(unit)
+
+
+def _merge(first: Change, second: Change) -> Change:
+    """Two successive changes of one lease as one (the second was made from the first)."""
+    return replace(
+        second,
+        task=second.task or first.task,
+        expected_version=first.expected_version,
+        events=first.events + second.events,
+        counters=first.counters + second.counters,
+        comments=first.comments + second.comments,
+        hooks=first.hooks + second.hooks,
+        telemetry=second.telemetry or first.telemetry,
+        error=first.error or second.error,
+    )
+
+
+__all__ = ["Coordinator", "Options", "Sink", "TenureError"]

@@ -1,0 +1,130 @@
+"""JSON-ready views of Tenure's records, the same on every transport.
+
+The HTTP API, the MCP tools, the CLI and the dashboard all show a lease the
+same way (task id, epoch, expires at, seconds left, phase, state, flags), so
+the shape lives here once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tenure.core import lease as lease_rules
+from tenure.core.model import Agent, Board, Comment, Handoff, Lease, Task
+from tenure.core.policy import Policy
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 text for a moment, or None."""
+    return moment.isoformat() if moment else None
+
+
+def lease_view(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:
+    """A lease as agents and people see it."""
+    return {
+        "task_id": lease.task_id,
+        "board_id": lease.board_id,
+        "agent_id": lease.agent_id,
+        "epoch": lease.epoch,
+        "version": lease.version,
+        "state": str(lease_rules.lease_state(lease, now, policy)),
+        "flags": sorted(str(flag) for flag in lease.flags),
+        "phase": lease_rules.phase_of(lease, policy),
+        "assigned_at": iso(lease.assigned_at),
+        "expires_at": iso(lease.expires_at),
+        "seconds_left": round(lease_rules.seconds_left(lease, now), 3),
+        "grace_s": lease.grace_s,
+        "recover_after": iso(lease.recover_after),
+        "last_renewed_at": iso(lease.last_renewed_at),
+        "last_signal_at": iso(lease.last_signal_at),
+        "renewal_count": lease.renewal_count,
+        "progress": lease.progress,
+        "message": lease.message,
+        "branch": lease.branch,
+        "head_sha": lease.head_sha,
+        "conflict_extensions": lease.conflict_extensions,
+        "suspect_since": iso(lease.suspect_since),
+        "ended_at": iso(lease.ended_at),
+        "end_reason": str(lease.end_reason) if lease.end_reason else None,
+    }
+
+
+def handoff_view(handoff: Handoff | None, now: datetime, *, include_expired: bool = False) -> Any:
+    """A handoff as the next agent receives it; None once it has expired."""
+    if handoff is None:
+        return None
+    if handoff.expires_at <= now and not include_expired:
+        return None
+    return handoff.to_dict()
+
+
+def task_view(
+    task: Task,
+    now: datetime,
+    policy: Policy,
+    lease: Lease | None = None,
+    *,
+    include_expired_handoff: bool = False,
+) -> dict[str, Any]:
+    """A task with its live lease (if any) and its current handoff."""
+    return {
+        "board_id": task.board_id,
+        "id": task.id,
+        "title": task.title,
+        "description": task.description,
+        "status": str(task.status),
+        "priority": str(task.priority),
+        "labels": list(task.labels),
+        "required_skills": list(task.required_skills),
+        "estimated_hours": task.estimated_hours,
+        "dependencies": list(task.dependencies),
+        "assignee": task.assignee,
+        "epoch": task.epoch,
+        "recovery_count": task.recovery_count,
+        "flags": sorted(str(flag) for flag in task.flags),
+        "dead_lettered": task.dead_lettered,
+        "blocked_reason": task.blocked_reason,
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at),
+        "completed_at": iso(task.completed_at),
+        "handoff": handoff_view(task.handoff, now, include_expired=include_expired_handoff),
+        "lease": lease_view(lease, now, policy) if lease else None,
+    }
+
+
+def agent_view(agent: Agent) -> dict[str, Any]:
+    """An agent's public profile (never its token)."""
+    return {
+        "board_id": agent.board_id,
+        "id": agent.id,
+        "name": agent.name,
+        "role": agent.role,
+        "skills": list(agent.skills),
+        "worktree": agent.worktree,
+        "revoked": agent.revoked,
+        "open_sessions": agent.open_sessions,
+        "created_at": iso(agent.created_at),
+        "last_seen_at": iso(agent.last_seen_at),
+    }
+
+
+def board_view(board: Board) -> dict[str, Any]:
+    """A board's public fields (never its keys)."""
+    return {
+        "id": board.id,
+        "name": board.name,
+        "project_root": board.project_root,
+        "created_at": iso(board.created_at),
+    }
+
+
+def comment_view(comment: Comment) -> dict[str, Any]:
+    """A comment on a task."""
+    return {
+        "id": comment.id,
+        "task_id": comment.task_id,
+        "at": iso(comment.at),
+        "author": comment.author,
+        "body": comment.body,
+    }
