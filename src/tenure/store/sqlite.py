@@ -1,0 +1,456 @@
+"""The embedded SQLite store, Tenure's default: one file, one writer thread.
+
+Layout of the work:
+- ONE writer connection, used only by its own dedicated thread (a
+  single-thread executor). Every unit of work runs there inside `BEGIN
+  IMMEDIATE` ... `COMMIT` (ROLLBACK if it raises), so units of work are
+  serialised without any lock of ours and a claim can never interleave with
+  another write.
+- Readers (`Store.read`, `events_after`) use their own connections on their
+  own threads; under WAL they read the last committed state while the
+  writer writes.
+- `tx.now` is the injected clock's time, read once, right after BEGIN
+  IMMEDIATE took the write lock, so transaction times follow commit order.
+
+The SQL and the Tx methods live in `tenure.store.sqlite_tx`; this module
+holds the connections, threads, migrations and the event wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tenure.clock import Clock, SystemClock
+from tenure.core.errors import StoreUnavailable
+from tenure.core.model import StoredEvent
+from tenure.store import migrate as migrations
+from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
+from tenure.store.sqlite_tx import SqliteTx, translate_error
+
+T = TypeVar("T")
+
+DIALECT = "sqlite"
+DEFAULT_PATH = "tenure.db"
+
+#: How often `wait_for_events` looks at the file for events written by
+#: another process (in-process commits wake it at once).
+DEFAULT_POLL_INTERVAL = 0.25
+
+_SELECT_EVENTS = f"SELECT {columns(EVENT_COLUMNS)} FROM events"
+
+
+def _connect(
+    path: str, *, busy_timeout_ms: int, synchronous: str, reader: bool
+) -> sqlite3.Connection:
+    """A configured connection (autocommit mode: we issue BEGIN/COMMIT)."""
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=512,
+        timeout=busy_timeout_ms / 1000,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not reader:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(f"could not put {path} in WAL mode (got {mode})")
+        # Under WAL, NORMAL syncs at checkpoints, not at every commit: a
+        # committed transaction survives a crash of this process (the WAL is
+        # in the OS's hands once COMMIT returns); only an OS crash or power
+        # loss may lose the last commits. FULL also survives those, slower.
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -32000")
+        if reader:
+            conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _split_script(sql: str) -> list[str]:
+    """Split SQL text into statements, so a script can run inside our transaction
+    (`executescript` would commit first)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement at the end of a script: {buffer[:80]!r}")
+    return statements
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    """The database's schema version (0 for an empty file)."""
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if has_meta is None:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (migrations.VERSION_KEY,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _migrate_connection(
+    conn: sqlite3.Connection, *, apply: bool, target: int | None = None
+) -> list[migrations.Migration]:
+    """Check (and with `apply`, bring up to date) the schema, in one transaction."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if apply:
+
+                def run_script(sql: str) -> None:
+                    for statement in _split_script(sql):
+                        conn.execute(statement)
+
+                done = migrations.migrate(
+                    DIALECT, run_script, lambda: _current_version(conn), target=target
+                )
+            else:
+                migrations.require_current(DIALECT, _current_version(conn))
+                done = []
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise translate_error(exc) from exc
+    return done
+
+
+def migrate_file(
+    path: str | Path = DEFAULT_PATH, *, target: int | None = None
+) -> list[migrations.Migration]:
+    """Bring the SQLite file at `path` up to date (`tenure db migrate`); returns
+    what was applied. Refuses a database newer than this code."""
+    try:
+        conn = _connect(str(path), busy_timeout_ms=5000, synchronous="NORMAL", reader=False)
+    except sqlite3.Error as exc:
+        raise translate_error(exc) from exc
+    try:
+        return _migrate_connection(conn, apply=True, target=target)
+    finally:
+        conn.close()
+
+
+def schema_version_of(path: str | Path = DEFAULT_PATH) -> int:
+    """The schema version of the SQLite file at `path` (0 when empty)."""
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+    except sqlite3.Error as exc:
+        raise translate_error(exc) from exc
+    try:
+        return _current_version(conn)
+    except sqlite3.Error as exc:
+        raise translate_error(exc) from exc
+    finally:
+        conn.close()
+
+
+class SqliteStore:
+    """A `Store` on one SQLite file. Make one with `await SqliteStore.open(path)`."""
+
+    dialect = DIALECT
+
+    def __init__(
+        self,
+        path: str,
+        clock: Clock,
+        *,
+        busy_timeout_ms: int,
+        synchronous: str,
+        readers: int,
+        poll_interval: float,
+    ) -> None:
+        """Use `open`; this only prepares the threads (no connection yet)."""
+        self.path = path
+        self.clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._synchronous = synchronous
+        self._poll_interval = poll_interval
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="tenure-sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="tenure-sqlite-reader")
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._last_event_id = 0
+        self._event_signal = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path = DEFAULT_PATH,
+        clock: Clock | None = None,
+        *,
+        migrate: bool = True,
+        busy_timeout_ms: int = 5000,
+        synchronous: str = "NORMAL",
+        readers: int = 2,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> SqliteStore:
+        """Open (creating if needed) the file at `path` and check its schema.
+
+        With `migrate` the missing migrations are applied; without it a
+        database that needs them is refused (`SchemaOutdated`). A database
+        newer than this code is always refused (`SchemaTooNew`).
+        """
+        if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+        store = cls(
+            str(path),
+            clock or SystemClock(),
+            busy_timeout_ms=busy_timeout_ms,
+            synchronous=synchronous.upper(),
+            readers=readers,
+            poll_interval=poll_interval,
+        )
+        try:
+            await store._on_writer(lambda: store._open_writer(migrate))
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    # threads ----------------------------------------------------------------
+
+    async def _on_writer(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
+
+    def _open_writer(self, migrate: bool) -> None:
+        try:
+            conn = _connect(
+                self.path,
+                busy_timeout_ms=self._busy_timeout_ms,
+                synchronous=self._synchronous,
+                reader=False,
+            )
+        except sqlite3.Error as exc:
+            raise translate_error(exc) from exc
+        try:
+            _migrate_connection(conn, apply=migrate)
+            row = conn.execute("SELECT MAX(id) FROM events").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        self._last_event_id = row[0] or 0
+        self._writer = conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = _connect(
+                    self.path,
+                    busy_timeout_ms=self._busy_timeout_ms,
+                    synchronous=self._synchronous,
+                    reader=True,
+                )
+            except sqlite3.Error as exc:
+                raise translate_error(exc) from exc
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the SQLite store is closed")
+
+    # units of work --------------------------------------------------------------
+
+    def _run_sync(self, fn: Callable[[SqliteTx], T]) -> tuple[T, int]:
+        conn = self._writer
+        if conn is None:
+            raise StoreUnavailable("the SQLite store is closed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate_error(exc) from exc
+        tx = SqliteTx(conn, self.clock.now())
+        try:
+            result = fn(tx)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise translate_error(exc) from exc
+            raise
+        return result, tx.last_event_id
+
+    async def run(self, fn: Callable[[SqliteTx], T]) -> T:
+        """Run `fn` in one write transaction on the writer thread.
+
+        If the caller is cancelled while `fn` runs, the unit of work still
+        finishes (committed or rolled back) on the writer thread.
+        """
+        self._check_open()
+        result, last_event_id = await self._on_writer(lambda: self._run_sync(fn))
+        if last_event_id:
+            self._events_committed(last_event_id)
+        return result
+
+    def _read_sync(self, fn: Callable[[SqliteTx], T]) -> T:
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            tx = SqliteTx(conn, self.clock.now())
+            try:
+                return fn(tx)
+            finally:
+                _rollback(conn)
+        except sqlite3.Error as exc:
+            raise translate_error(exc) from exc
+
+    async def read(self, fn: Callable[[SqliteTx], T]) -> T:
+        """Run a read-only `fn` on a reader connection (a consistent snapshot)."""
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_pool, self._read_sync, fn
+        )
+
+    # the event log ----------------------------------------------------------------
+
+    def _events_committed(self, last_event_id: int) -> None:
+        if last_event_id > self._last_event_id:
+            self._last_event_id = last_event_id
+        # Each waiter holds the Event of its generation; set it and start a new one.
+        signal, self._event_signal = self._event_signal, asyncio.Event()
+        signal.set()
+
+    async def events_after(
+        self,
+        after_id: int,
+        *,
+        board_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 500,
+    ) -> list[StoredEvent]:
+        """Events with id > `after_id`, oldest first, filtered as asked."""
+        where = ["id > ?"]
+        params: list[Any] = [after_id]
+        for column, value in (("board_id", board_id), ("task_id", task_id), ("agent_id", agent_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(encode_time(since))
+        params.append(limit)
+        sql = f"{_SELECT_EVENTS} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+
+        def query(tx: SqliteTx) -> list[StoredEvent]:
+            return [event_from_row(row) for row in tx.conn.execute(sql, params)]
+
+        return await self.read(query)
+
+    async def _max_event_id(self) -> int:
+        def query(tx: SqliteTx) -> int:
+            row = tx.conn.execute("SELECT MAX(id) FROM events").fetchone()
+            return int(row[0] or 0)
+
+        return await self.read(query)
+
+    async def wait_for_events(self, after_id: int, timeout: float) -> None:
+        """Return once an event with id > `after_id` exists, or after `timeout` s.
+
+        Commits of this store wake waiters at once; the file is looked at every
+        `poll_interval` s as well, for events written by other processes.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._last_event_id > after_id:
+                return
+            newest = await self._max_event_id()
+            if newest > after_id:
+                self._last_event_id = max(self._last_event_id, newest)
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            signal = self._event_signal
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), min(self._poll_interval, remaining))
+
+    # lifecycle ----------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return await self.read(lambda tx: _current_version(tx.conn))
+
+    async def close(self) -> None:
+        """Close every connection and stop the threads; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await loop.run_in_executor(self._writer_pool, writer.close)
+        await loop.run_in_executor(None, self._writer_pool.shutdown)
+        await loop.run_in_executor(None, self._reader_pool.shutdown)
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open; never mask the error being raised."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+async def open_sqlite(
+    path: str | Path = DEFAULT_PATH, clock: Clock | None = None, **options: Any
+) -> SqliteStore:
+    """Open a `SqliteStore` (see `SqliteStore.open` for the options)."""
+    return await SqliteStore.open(path, clock, **options)
+
+
+if TYPE_CHECKING:
+    from tenure.store.base import Store, Tx
+
+    def _conforms(store: SqliteStore, tx: SqliteTx) -> tuple[Store, Tx]:
+        """Never called: mypy proves here that these satisfy the protocols."""
+        a: Store = store
+        b: Tx = tx
+        return a, b
+
+
+__all__ = [
+    "DEFAULT_PATH",
+    "SqliteStore",
+    "migrate_file",
+    "open_sqlite",
+    "schema_version_of",
+]

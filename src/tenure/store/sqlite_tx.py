@@ -1,0 +1,466 @@
+"""SQLite's `Tx`: every store operation as one cached SQL statement.
+
+`SqliteTx` wraps a connection that `SqliteStore` has already put inside a
+transaction, with the transaction's `now`. Each method runs one statement
+(the sqlite3 module caches it prepared, keyed by its text, so the SQL lives
+in module constants) and turns driver errors into Tenure's: a UNIQUE
+violation is a `Conflict` that says what already exists; a busy, locked,
+unreadable or full database is `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
+from tenure.core.model import Agent, Board, Comment, Event, Lease, Task, TaskStatus
+from tenure.store.base import ClaimFilter, OutboxRow
+from tenure.store.rows import (
+    AGENT_COLUMNS,
+    BOARD_COLUMNS,
+    COMMENT_COLUMNS,
+    LEASE_COLUMNS,
+    OUTBOX_COLUMNS,
+    TASK_COLUMNS,
+    agent_from_row,
+    agent_to_row,
+    board_from_row,
+    board_to_row,
+    columns,
+    comment_from_row,
+    dump_json,
+    dump_strings,
+    encode_time,
+    lease_from_row,
+    lease_to_row,
+    outbox_from_row,
+    placeholders,
+    task_from_row,
+    task_to_row,
+)
+
+# SQLite's primary result codes that mean "the database cannot be used now".
+_UNAVAILABLE_CODES = {
+    3,  # SQLITE_PERM
+    5,  # SQLITE_BUSY
+    6,  # SQLITE_LOCKED
+    8,  # SQLITE_READONLY
+    10,  # SQLITE_IOERR
+    11,  # SQLITE_CORRUPT
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+    15,  # SQLITE_PROTOCOL
+    22,  # SQLITE_NOLFS
+    26,  # SQLITE_NOTADB
+}
+
+
+def translate_error(exc: sqlite3.Error, what: str | None = None) -> TenureError:
+    """The `TenureError` for a driver error; `what` names the row being written."""
+    message = str(exc)
+    details: dict[str, Any] = {"sqlite": message}
+    if isinstance(exc, sqlite3.IntegrityError):
+        subject = what or "the row"
+        if "UNIQUE" in message or "PRIMARY KEY" in message:
+            if "leases.board_id, leases.task_id" in message and "leases.epoch" not in message:
+                return Conflict(f"{subject}: the task already has a live lease", details=details)
+            return Conflict(f"{subject} already exists", details=details)
+        if "FOREIGN KEY" in message:
+            return Conflict(
+                f"{subject} refers to a board or task that does not exist", details=details
+            )
+        return InvalidInput(f"{subject} breaks a constraint: {message}", details=details)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF in _UNAVAILABLE_CODES) or (
+        isinstance(exc, sqlite3.ProgrammingError) and "closed" in message
+    ):
+        return StoreUnavailable(f"the SQLite database cannot be used: {message}", details=details)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in message or "disk" in message or "unable to open" in message
+    ):
+        return StoreUnavailable(f"the SQLite database cannot be used: {message}", details=details)
+    return TenureError(f"SQLite error: {message}", details=details)
+
+
+# SQL -------------------------------------------------------------------------------
+
+_BOARD_SELECT = f"SELECT {columns(BOARD_COLUMNS)} FROM boards"
+_BOARD_INSERT = (
+    f"INSERT INTO boards ({columns(BOARD_COLUMNS)}) VALUES ({placeholders(len(BOARD_COLUMNS))})"
+)
+_BOARD_UPDATE = (
+    "UPDATE boards SET " + ", ".join(f"{name} = ?" for name in BOARD_COLUMNS[1:]) + " WHERE id = ?"
+)
+
+_AGENT_SELECT = f"SELECT {columns(AGENT_COLUMNS)} FROM agents"
+_AGENT_INSERT = (
+    f"INSERT INTO agents ({columns(AGENT_COLUMNS)}) VALUES ({placeholders(len(AGENT_COLUMNS))})"
+)
+_AGENT_UPDATE = (
+    "UPDATE agents SET "
+    + ", ".join(f"{name} = ?" for name in AGENT_COLUMNS[2:])
+    + " WHERE board_id = ? AND id = ?"
+)
+
+_TASK_SELECT = f"SELECT {columns(TASK_COLUMNS)} FROM tasks"
+_TASK_INSERT = (
+    f"INSERT INTO tasks ({columns(TASK_COLUMNS)}) VALUES ({placeholders(len(TASK_COLUMNS))})"
+)
+_TASK_UPDATE = (
+    "UPDATE tasks SET "
+    + ", ".join(f"{name} = ?" for name in TASK_COLUMNS[2:])
+    + " WHERE board_id = ? AND id = ?"
+)
+# The ORDER BY repeats the expressions of the index tasks_claim_order verbatim.
+_CLAIM_CANDIDATES = (
+    f"{_TASK_SELECT} WHERE board_id = ? AND status = 'todo' ORDER BY "
+    "(CASE WHEN recovery_count > 0 AND handoff IS NOT NULL THEN 0 ELSE 1 END), "
+    "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END), "
+    "created_at, id LIMIT ?"
+)
+
+_LEASE_SELECT = f"SELECT {columns(LEASE_COLUMNS)} FROM leases"
+_LEASE_INSERT = (
+    f"INSERT INTO leases ({columns(LEASE_COLUMNS)}) VALUES ({placeholders(len(LEASE_COLUMNS))})"
+)
+# Binds lease_to_row(lease)[3:] + key + (expected_version,).
+_LEASE_UPDATE = (
+    "UPDATE leases SET "
+    + ", ".join(f"{name} = ?" for name in LEASE_COLUMNS[3:])
+    + " WHERE board_id = ? AND task_id = ? AND epoch = ? AND version = ?"
+)
+
+_COMMENT_SELECT = f"SELECT {columns(COMMENT_COLUMNS)} FROM comments"
+_OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
+
+
+class SqliteTx:
+    """One open SQLite transaction (see `tenure.store.base.Tx`)."""
+
+    __slots__ = ("_now", "conn", "last_event_id")
+
+    def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
+        self.conn = conn
+        self._now = now
+        #: The id of the last event this transaction appended (0: none).
+        self.last_event_id = 0
+
+    @property
+    def now(self) -> datetime:
+        """The transaction's one moment, read once when it began."""
+        return self._now
+
+    def _exec(
+        self, sql: str, params: Sequence[Any] = (), what: str | None = None
+    ) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise translate_error(exc, what) from exc
+
+    def _one(self, sql: str, params: Sequence[Any]) -> Any:
+        return self._exec(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._exec(sql, params).fetchall()
+
+    # boards -----------------------------------------------------------------
+
+    def insert_board(self, board: Board) -> None:
+        self._exec(_BOARD_INSERT, board_to_row(board), f"board {board.id!r}")
+
+    def get_board(self, board_id: str) -> Board | None:
+        row = self._one(f"{_BOARD_SELECT} WHERE id = ?", (board_id,))
+        return None if row is None else board_from_row(row)
+
+    def list_boards(self) -> list[Board]:
+        return [board_from_row(row) for row in self._all(f"{_BOARD_SELECT} ORDER BY id")]
+
+    def update_board(self, board: Board) -> None:
+        row = board_to_row(board)
+        cursor = self._exec(_BOARD_UPDATE, (*row[1:], row[0]), f"board {board.id!r}")
+        _require_row(cursor, f"board {board.id!r}")
+
+    def board_by_key_hash(self, key_hash: str) -> Board | None:
+        row = self._one(
+            f"{_BOARD_SELECT} WHERE enrolment_key_hash = ? "
+            "UNION ALL "
+            f"{_BOARD_SELECT} WHERE viewer_token_hash = ? LIMIT 1",
+            (key_hash, key_hash),
+        )
+        return None if row is None else board_from_row(row)
+
+    # agents -----------------------------------------------------------------
+
+    def insert_agent(self, agent: Agent) -> None:
+        what = f"agent {agent.id!r} of board {agent.board_id!r}"
+        self._exec(_AGENT_INSERT, agent_to_row(agent), what)
+
+    def update_agent(self, agent: Agent) -> None:
+        what = f"agent {agent.id!r} of board {agent.board_id!r}"
+        row = agent_to_row(agent)
+        cursor = self._exec(_AGENT_UPDATE, (*row[2:], row[0], row[1]), what)
+        _require_row(cursor, what)
+
+    def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
+        row = self._one(f"{_AGENT_SELECT} WHERE board_id = ? AND id = ?", (board_id, agent_id))
+        return None if row is None else agent_from_row(row)
+
+    def agent_by_token_hash(self, token_hash: str) -> Agent | None:
+        row = self._one(f"{_AGENT_SELECT} WHERE token_hash = ?", (token_hash,))
+        return None if row is None else agent_from_row(row)
+
+    def list_agents(self, board_id: str) -> list[Agent]:
+        rows = self._all(f"{_AGENT_SELECT} WHERE board_id = ? ORDER BY id", (board_id,))
+        return [agent_from_row(row) for row in rows]
+
+    def delete_agent(self, board_id: str, agent_id: str) -> bool:
+        cursor = self._exec(
+            "DELETE FROM agents WHERE board_id = ? AND id = ?", (board_id, agent_id)
+        )
+        return cursor.rowcount > 0
+
+    # tasks ----------------------------------------------------------------------
+
+    def insert_task(self, task: Task) -> None:
+        what = f"task {task.id!r} of board {task.board_id!r}"
+        self._exec(_TASK_INSERT, task_to_row(task), what)
+
+    def update_task(self, task: Task) -> None:
+        what = f"task {task.id!r} of board {task.board_id!r}"
+        row = task_to_row(task)
+        cursor = self._exec(_TASK_UPDATE, (*row[2:], row[0], row[1]), what)
+        _require_row(cursor, what)
+
+    def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
+        # for_update needs nothing here: BEGIN IMMEDIATE already holds the write lock.
+        row = self._one(f"{_TASK_SELECT} WHERE board_id = ? AND id = ?", (board_id, task_id))
+        return None if row is None else task_from_row(row)
+
+    def list_tasks(
+        self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
+    ) -> list[Task]:
+        count = -1 if limit is None else limit
+        if status is None:
+            rows = self._all(
+                f"{_TASK_SELECT} WHERE board_id = ? ORDER BY created_at, id LIMIT ?",
+                (board_id, count),
+            )
+        else:
+            rows = self._all(
+                f"{_TASK_SELECT} WHERE board_id = ? AND status = ? ORDER BY created_at, id LIMIT ?",
+                (board_id, str(status), count),
+            )
+        return [task_from_row(row) for row in rows]
+
+    def delete_task(self, board_id: str, task_id: str) -> bool:
+        cursor = self._exec("DELETE FROM tasks WHERE board_id = ? AND id = ?", (board_id, task_id))
+        return cursor.rowcount > 0
+
+    def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
+        # Skills are judged by the caller (the store does not pre-filter on SQLite).
+        rows = self._all(_CLAIM_CANDIDATES, (flt.board_id, flt.limit))
+        return [task_from_row(row) for row in rows]
+
+    def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        if not task_ids:
+            return {}
+        rows = self._all(
+            "SELECT id, status FROM tasks WHERE board_id = ? "
+            "AND id IN (SELECT value FROM json_each(?))",
+            (board_id, dump_strings(task_ids)),
+        )
+        return {row[0]: TaskStatus(row[1]) for row in rows}
+
+    # leases -------------------------------------------------------------------
+
+    def insert_lease(self, lease: Lease) -> None:
+        what = f"lease of task {lease.task_id!r} (epoch {lease.epoch})"
+        self._exec(_LEASE_INSERT, lease_to_row(lease), what)
+
+    def update_lease(self, lease: Lease, expected_version: int) -> bool:
+        row = lease_to_row(lease)
+        what = f"lease of task {lease.task_id!r} (epoch {lease.epoch})"
+        cursor = self._exec(_LEASE_UPDATE, (*row[3:], *row[:3], expected_version), what)
+        return cursor.rowcount == 1
+
+    def live_lease(self, board_id: str, task_id: str) -> Lease | None:
+        row = self._one(
+            f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? AND ended_at IS NULL",
+            (board_id, task_id),
+        )
+        return None if row is None else lease_from_row(row)
+
+    def last_lease_of(self, board_id: str, task_id: str, agent_id: str) -> Lease | None:
+        row = self._one(
+            f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? AND agent_id = ? "
+            "ORDER BY epoch DESC LIMIT 1",
+            (board_id, task_id, agent_id),
+        )
+        return None if row is None else lease_from_row(row)
+
+    def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]:
+        rows = self._all(
+            f"{_LEASE_SELECT} WHERE board_id = ? AND agent_id = ? AND ended_at IS NULL "
+            "ORDER BY assigned_at, task_id",
+            (board_id, agent_id),
+        )
+        return [lease_from_row(row) for row in rows]
+
+    def live_leases(self, board_id: str | None = None) -> list[Lease]:
+        if board_id is None:
+            rows = self._all(f"{_LEASE_SELECT} WHERE ended_at IS NULL ORDER BY board_id, task_id")
+        else:
+            rows = self._all(
+                f"{_LEASE_SELECT} WHERE board_id = ? AND ended_at IS NULL ORDER BY task_id",
+                (board_id,),
+            )
+        return [lease_from_row(row) for row in rows]
+
+    def due_leases(self, now: datetime, limit: int) -> list[Lease]:
+        rows = self._all(
+            f"{_LEASE_SELECT} INDEXED BY leases_live_by_recover_after "
+            "WHERE ended_at IS NULL AND recover_after <= ? ORDER BY recover_after LIMIT ?",
+            (encode_time(now), limit),
+        )
+        return [lease_from_row(row) for row in rows]
+
+    def lease_history(self, board_id: str, task_id: str) -> list[Lease]:
+        rows = self._all(
+            f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? ORDER BY epoch",
+            (board_id, task_id),
+        )
+        return [lease_from_row(row) for row in rows]
+
+    def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
+        rows = self._all(
+            f"{_LEASE_SELECT} WHERE board_id = ? AND agent_id = ? AND ended_at >= ? "
+            "ORDER BY ended_at, task_id",
+            (board_id, agent_id, encode_time(since)),
+        )
+        return [lease_from_row(row) for row in rows]
+
+    # events, comments, counters, outbox ---------------------------------------------
+
+    def append_event(self, event: Event) -> int:
+        cursor = self._exec(
+            "INSERT INTO events (type, board_id, task_id, agent_id, epoch, at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(event.type),
+                event.board_id,
+                event.task_id,
+                event.agent_id,
+                event.epoch,
+                encode_time(event.at),
+                dump_json(event.data),
+            ),
+            f"event {event.type}",
+        )
+        event_id = int(cursor.lastrowid or 0)
+        self.last_event_id = event_id
+        return event_id
+
+    def add_comment(self, comment: Comment) -> int:
+        cursor = self._exec(
+            "INSERT INTO comments (board_id, task_id, at, author, body) VALUES (?, ?, ?, ?, ?)",
+            (
+                comment.board_id,
+                comment.task_id,
+                encode_time(comment.at),
+                comment.author,
+                comment.body,
+            ),
+            f"comment on task {comment.task_id!r}",
+        )
+        return int(cursor.lastrowid or 0)
+
+    def comments(self, board_id: str, task_id: str) -> list[Comment]:
+        rows = self._all(
+            f"{_COMMENT_SELECT} WHERE board_id = ? AND task_id = ? ORDER BY id",
+            (board_id, task_id),
+        )
+        return [comment_from_row(row) for row in rows]
+
+    def bump(self, board_id: str, counter: str, by: int = 1) -> None:
+        self._exec(
+            "INSERT INTO counters (board_id, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (board_id, name) DO UPDATE SET value = value + excluded.value",
+            (board_id, str(counter), by),
+        )
+
+    def counters(self, board_id: str | None = None) -> dict[str, int]:
+        if board_id is None:
+            rows = self._all("SELECT name, SUM(value) FROM counters GROUP BY name ORDER BY name")
+        else:
+            rows = self._all(
+                "SELECT name, value FROM counters WHERE board_id = ? ORDER BY name", (board_id,)
+            )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def enqueue_hook(
+        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
+    ) -> int:
+        # The key names one happening: enqueueing it again adds no second
+        # delivery and returns the first row's id.
+        now = encode_time(self._now)
+        row = self._one(
+            "INSERT INTO outbox (kind, board_id, payload, idempotency_key, attempts, "
+            "next_attempt_at, created_at) VALUES (?, ?, ?, ?, 0, ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            (kind, board_id, dump_json(payload), idempotency_key, now, now),
+        )
+        if row is None:
+            row = self._one("SELECT id FROM outbox WHERE idempotency_key = ?", (idempotency_key,))
+        return int(row[0])
+
+    def due_hooks(self, now: datetime, limit: int) -> list[OutboxRow]:
+        rows = self._all(
+            f"{_OUTBOX_SELECT} WHERE delivered_at IS NULL AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (encode_time(now), limit),
+        )
+        return [outbox_from_row(row) for row in rows]
+
+    def mark_hook(
+        self,
+        row_id: int,
+        *,
+        delivered: bool,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        if delivered:
+            self._exec(
+                "UPDATE outbox SET attempts = attempts + 1, delivered_at = ?, last_error = ? "
+                "WHERE id = ?",
+                (encode_time(self._now), error, row_id),
+            )
+        else:
+            self._exec(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+                (error, encode_time(next_attempt_at), row_id),
+            )
+
+    # meta -----------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _require_row(cursor: sqlite3.Cursor, what: str) -> None:
+    """An update of a row that does not exist is an error, not a silent no-op."""
+    if cursor.rowcount == 0:
+        raise NotFound(f"{what} does not exist")
