@@ -1,0 +1,511 @@
+"""The PostgreSQL store: several Tenure servers on one database.
+
+`open_postgres(dsn)` gives a `PostgresStore`. Units of work are synchronous
+functions of a `Tx` (see `tenure.store.base`); the store runs each one on a
+worker thread (a `ThreadPoolExecutor` as large as the connection pool) with
+a connection from a psycopg 3 `ConnectionPool`, inside one transaction.
+
+Why READ COMMITTED is enough. Every lease write is `UPDATE ... WHERE
+version = expected`: when another transaction committed a write first,
+PostgreSQL re-checks the WHERE against the newest row and updates nothing,
+which the store reports as a lost race (`False`). A task changed by a unit
+of work is first read with `get_task(for_update=True)` (`SELECT ... FOR
+UPDATE`), so writers of one task queue behind each other. Claims lock their
+candidates with `FOR UPDATE SKIP LOCKED`, and PostgreSQL re-checks
+`status = 'todo'` on the locked row, so no task goes to two claimers, and
+the partial unique index on live leases refuses a second live lease whatever
+happens. SERIALIZABLE would protect nothing more here and would add
+serialisation failures to retry.
+
+The clock. With no clock given, `tx.now` is the database's
+`transaction_timestamp()`, read with BEGIN in the same round trip, so
+servers whose own clocks disagree still judge expiry identically. A clock
+passed in (a `FakeClock` in tests and the lab) replaces it. `process_clock`
+is the server's own clock, used only to measure and report its skew against
+the database (`clock_skew_s`), never to judge a lease.
+
+Events and followers. Events are appended under a transaction-scoped
+advisory lock (ids become visible in id order) and each append does
+`pg_notify('tenure_events', '<id>')`, delivered at commit. `wait_for_events`
+waits on one dedicated LISTEN connection per store, served by a background
+thread, so a follower on any replica wakes when any replica appends.
+
+Failures. A connection that cannot be had or breaks (psycopg's
+`OperationalError`, a pool timeout) is `StoreUnavailable`; unique violations
+are `Conflict`; a deadlock re-runs the unit of work (up to
+`TRANSIENT_RETRIES` times), so units of work must not have effects outside
+their transaction, which they never should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import ConnectionPool
+
+from tenure.clock import Clock, SystemClock
+from tenure.core.errors import StoreUnavailable, TenureError
+from tenure.core.model import StoredEvent
+from tenure.store import migrate as migrations
+from tenure.store.base import Tx
+from tenure.store.postgres_tx import (
+    COUNTER_SHARDS,
+    EVENT_SELECT,
+    EVENTS_CHANNEL,
+    PostgresTx,
+    TransientFailure,
+    stored_event,
+    translate,
+)
+from tenure.store.rows import decode_time
+
+__all__ = [
+    "PostgresStore",
+    "migrate_postgres",
+    "open_postgres",
+    "postgres_schema_version",
+]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DIALECT = "postgres"
+#: How often a unit of work that lost a deadlock is run again.
+TRANSIENT_RETRIES = 5
+#: Serialises migrations of one database between processes.
+_MIGRATE_LOCK_KEY = 0x74656E7572650002
+#: Skew between a server's clock and the database's worth a warning, seconds.
+_SKEW_WARNING_S = 2.0
+#: How long the listener thread blocks before looking at its stop flag.
+_LISTEN_POLL_S = 0.2
+
+_BEGIN_WITH_DB_CLOCK = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT transaction_timestamp()"
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_BEGIN_READ_WITH_DB_CLOCK = (
+    "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SELECT transaction_timestamp()"
+)
+_BEGIN_READ = "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
+
+
+def _connect_kwargs(connect_timeout: float) -> dict[str, Any]:
+    # Autocommit: the store sends BEGIN/COMMIT itself (BEGIN shares a round
+    # trip with the clock read). TimeZone UTC: timestamptz comes back in UTC.
+    return {
+        "autocommit": True,
+        "connect_timeout": max(1, round(connect_timeout)),
+        "options": "-c TimeZone=UTC",
+    }
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    row = conn.execute(
+        "SELECT value FROM meta WHERE key = %s", (migrations.VERSION_KEY,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _migrate_on(
+    conn: psycopg.Connection[Any], *, apply: bool, target: int | None = None
+) -> list[int]:
+    """Check (and with `apply`, bring up to date) the schema, in one transaction."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK_KEY,))
+        current = _schema_version(conn)
+        if not apply:
+            migrations.require_current(DIALECT, current)
+            return []
+
+        def execute_script(sql: str) -> None:
+            # No parameters: psycopg sends the text as one simple query, so
+            # a file of several statements runs as it is.
+            conn.execute(sql.encode())
+
+        done = migrations.migrate(DIALECT, execute_script, lambda: current, target=target)
+        if target is None:
+            migrations.require_current(DIALECT, _schema_version(conn))
+    for migration in done:
+        log.info("postgres schema migrated to version %d (%s)", migration.version, migration.name)
+    return [migration.version for migration in done]
+
+
+def _connect(dsn: str, connect_timeout: float) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(dsn, **_connect_kwargs(connect_timeout))
+    except psycopg.Error as exc:
+        raise StoreUnavailable(
+            "the PostgreSQL database cannot be reached", details={"reason": str(exc)[:300]}
+        ) from exc
+
+
+def migrate_postgres(
+    dsn: str, *, target: int | None = None, connect_timeout: float = 5.0
+) -> list[int]:
+    """Apply the missing migrations to the database at `dsn` (`tenure db migrate`).
+
+    Returns the versions applied, in order (empty when up to date). Refuses
+    a database newer than this code (`migrate.SchemaTooNew`).
+    """
+    with _connect(dsn, connect_timeout) as conn:
+        return _migrate_on(conn, apply=True, target=target)
+
+
+def postgres_schema_version(dsn: str, *, connect_timeout: float = 5.0) -> int:
+    """The schema version of the database at `dsn` (0 for an empty database)."""
+    with _connect(dsn, connect_timeout) as conn:
+        return _schema_version(conn)
+
+
+class PostgresStore:
+    """A `Store` on PostgreSQL (see the module doc). Make one with `open_postgres`."""
+
+    dialect = DIALECT
+
+    def __init__(
+        self,
+        dsn: str,
+        pool: ConnectionPool,
+        *,
+        clock: Clock | None,
+        process_clock: Clock,
+        workers: int,
+        timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self._dsn = dsn
+        self._pool = pool
+        self._clock = clock
+        self._process_clock = process_clock
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tenure-pg")
+        self._closed = False
+        #: Database clock minus this process's clock, in seconds (measured at open).
+        self.clock_skew_s = 0.0
+        # Followers: the highest event id the listener has seen, and who waits.
+        self._seen_lock = threading.Lock()
+        self._seen_max = 0
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._listener: threading.Thread | None = None
+        self._stop_listening = threading.Event()
+
+    # units of work ---------------------------------------------------------
+
+    async def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one transaction on a worker thread; commit unless it raises."""
+        return await self._submit(self._run_sync, fn, False)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run a read-only `fn` in a READ ONLY transaction."""
+        return await self._submit(self._run_sync, fn, True)
+
+    async def _submit(self, call: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call, *args)
+
+    def _run_sync(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(fn, read_only)
+            except TransientFailure:
+                if attempt >= TRANSIENT_RETRIES:
+                    raise
+                time.sleep(0.002 * attempt)  # back off from the winner, briefly
+
+    def _attempt(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+        conn = self._getconn()
+        try:
+            tx = self._begin(conn, read_only)
+            try:
+                result = fn(tx)
+                if tx.failure is not None:
+                    # fn swallowed a failed statement; PostgreSQL would turn
+                    # COMMIT into ROLLBACK, so say so rather than pretend.
+                    raise tx.failure
+                tx.flush()
+            except BaseException:
+                self._rollback(conn)
+                raise
+            self._commit(conn)
+            return result
+        finally:
+            self._pool.putconn(conn)
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        try:
+            conn: psycopg.Connection[Any] = self._pool.getconn(timeout=self._timeout)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                "no PostgreSQL connection could be had", details={"reason": str(exc)[:300]}
+            ) from exc
+        return conn
+
+    def _begin(self, conn: psycopg.Connection[Any], read_only: bool) -> PostgresTx:
+        try:
+            if self._clock is None:
+                cur = conn.execute(_BEGIN_READ_WITH_DB_CLOCK if read_only else _BEGIN_WITH_DB_CLOCK)
+                cur.nextset()
+                row = cur.fetchone()
+                assert row is not None
+                now: datetime = row[0]
+            else:
+                conn.execute(_BEGIN_READ if read_only else _BEGIN)
+                now = self._clock.now()
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
+        return PostgresTx(conn, _utc(now), shard)
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            # The outcome of a COMMIT whose answer never came is unknown;
+            # StoreUnavailable is the honest code (the caller may retry).
+            raise _translated(exc) from exc
+
+    @staticmethod
+    def _rollback(conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.broken:
+            return
+        try:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+        except psycopg.Error:
+            log.debug("rollback failed; the pool will discard the connection", exc_info=True)
+
+    # events ----------------------------------------------------------------
+
+    async def events_after(
+        self,
+        after_id: int,
+        *,
+        board_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 500,
+    ) -> list[StoredEvent]:
+        """Events with id > `after_id`, in id order, filtered as asked."""
+        sql = EVENT_SELECT + " WHERE id > %s"
+        params: list[Any] = [after_id]
+        for column, value in (("board_id", board_id), ("task_id", task_id), ("agent_id", agent_id)):
+            if value is not None:
+                sql += f" AND {column} = %s"
+                params.append(value)
+        if since is not None:
+            sql += " AND at >= %s"
+            params.append(since)
+        sql += " ORDER BY id LIMIT %s"
+        params.append(limit)
+        return await self._submit(self._select_events, sql, params)
+
+    def _select_events(self, sql: str, params: list[Any]) -> list[StoredEvent]:
+        conn = self._getconn()
+        try:
+            # Autocommit: one statement needs no BEGIN/COMMIT round trips.
+            found = conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        finally:
+            self._pool.putconn(conn)
+        return [stored_event(row) for row in found]
+
+    async def wait_for_events(self, after_id: int, timeout: float) -> None:
+        """Return once an event with id > `after_id` may exist, or after `timeout` s."""
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        self._ensure_listener()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (after_id, loop, future)
+        with self._seen_lock:
+            if self._seen_max > after_id:
+                return
+            self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._seen_lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None:
+            return
+        self._listener = threading.Thread(target=self._listen, name="tenure-pg-listen", daemon=True)
+        self._listener.start()
+
+    def _listen(self) -> None:
+        """The listener thread: LISTEN, and pass every notified id to `_saw`.
+
+        After each (re)connection it reads the highest id, so nothing
+        committed while it was not listening is missed.
+        """
+        backoff = 0.1
+        while not self._stop_listening.is_set():
+            try:
+                with psycopg.connect(self._dsn, **_connect_kwargs(self._connect_timeout)) as conn:
+                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+                    self._saw(int(row[0]) if row else 0)
+                    backoff = 0.1
+                    while not self._stop_listening.is_set():
+                        for note in conn.notifies(timeout=_LISTEN_POLL_S):
+                            self._saw(int(note.payload))
+            except psycopg.Error:
+                log.warning("event listener lost its connection; reconnecting", exc_info=True)
+                self._stop_listening.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _saw(self, event_id: int) -> None:
+        with self._seen_lock:
+            if event_id <= self._seen_max:
+                return
+            self._seen_max = event_id
+            woken = [entry for entry in self._waiters if entry[0] < event_id]
+            for entry in woken:
+                self._waiters.remove(entry)
+        for _, loop, future in woken:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    # life ------------------------------------------------------------------
+
+    def measure_clock_skew(self) -> float:
+        """Database clock minus `process_clock`, in seconds (blocking; at open)."""
+        with self._pool.connection(timeout=self._timeout) as conn:
+            before = self._process_clock.now()
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
+            after = self._process_clock.now()
+        assert row is not None
+        db_now: datetime = row[0]
+        local = before + (after - before) / 2
+        self.clock_skew_s = (db_now - local).total_seconds()
+        if abs(self.clock_skew_s) > _SKEW_WARNING_S:
+            log.warning(
+                "this server's clock is %.1f s off the database's; leases are judged on the "
+                "database's clock",
+                -self.clock_skew_s,
+            )
+        return self.clock_skew_s
+
+    async def close(self) -> None:
+        """Stop the listener, close the pool and the worker threads."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_listening.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._close_sync)
+
+    def _close_sync(self) -> None:
+        if self._listener is not None:
+            self._listener.join()
+        self._executor.shutdown(wait=True)
+        self._pool.close()
+        with self._seen_lock:
+            waiters, self._waiters = self._waiters, []
+        for _, loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _translated(exc: psycopg.Error) -> TenureError:
+    err = translate(exc)
+    return err if err is not None else TenureError(f"database error: {exc}")
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC (the driver gives timestamptz in the session's zone)."""
+    result = decode_time(moment)
+    assert result is not None
+    return result
+
+
+async def open_postgres(
+    dsn: str,
+    clock: Clock | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    migrate: bool = True,
+    process_clock: Clock | None = None,
+    timeout: float = 5.0,
+    connect_timeout: float = 5.0,
+) -> PostgresStore:
+    """Open the PostgreSQL store at `dsn`.
+
+    - `clock`: None to judge time on the database's clock (production);
+      a `FakeClock` for tests and the lab.
+    - `min_size`/`max_size`: the connection pool (and worker threads).
+    - `migrate`: apply missing migrations (True), or refuse a database that
+      needs any with `SchemaOutdated`, naming `tenure db migrate` (False). A
+      database newer than this code is refused either way (`SchemaTooNew`).
+    - `process_clock`: this server's own clock, only to report its skew.
+    - `timeout`: seconds to wait for a pooled connection before
+      `StoreUnavailable`; `connect_timeout`: for a new connection.
+
+    A database that cannot be reached raises `StoreUnavailable`.
+    """
+    if min_size < 1 or max_size < min_size:
+        raise ValueError("need 1 <= min_size <= max_size")
+
+    def prepare() -> PostgresStore:
+        # One direct connection first: an unreachable server fails fast here
+        # (the pool would keep retrying in the background until `timeout`).
+        with _connect(dsn, connect_timeout) as conn:
+            try:
+                _migrate_on(conn, apply=migrate)
+            except psycopg.Error as exc:
+                raise _translated(exc) from exc
+        pool = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=_connect_kwargs(connect_timeout),
+            timeout=timeout,
+            open=False,
+            name="tenure",
+        )
+        try:
+            pool.open(wait=True, timeout=max(timeout, connect_timeout))
+        except psycopg.Error as exc:
+            pool.close()
+            raise _translated(exc) from exc
+        store = PostgresStore(
+            dsn,
+            pool,
+            clock=clock,
+            process_clock=process_clock or SystemClock(),
+            workers=max_size,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+        )
+        try:
+            store.measure_clock_skew()
+        except psycopg.Error as exc:
+            pool.close()
+            raise _translated(exc) from exc
+        return store
+
+    return await asyncio.get_running_loop().run_in_executor(None, prepare)

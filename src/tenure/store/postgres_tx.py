@@ -1,0 +1,555 @@
+"""One PostgreSQL transaction as a `Tx`: the SQL of every store operation.
+
+`PostgresTx` is what a unit of work receives from `PostgresStore.run`. It
+holds one pooled connection (autocommit mode: the store sends BEGIN and
+COMMIT itself, so BEGIN travels with the read of the database clock) and a
+cursor reused for every statement. Rows go through `tenure.store.rows`, the
+mapping shared with SQLite; only times differ (timestamptz takes aware
+datetimes, see `rows.keep_time`).
+
+Each operation is one statement. psycopg prepares a statement on the server
+after a few executions (`prepare_threshold`), so the hot ones (claim, renew,
+touch) are parsed and planned once per connection.
+
+A statement that fails leaves the PostgreSQL transaction aborted, so the
+first failure is remembered (`failure`): the store refuses to commit a unit of
+work that swallowed it. Duplicates are detected with `ON CONFLICT DO
+NOTHING` instead, so a `Conflict` from an insert leaves the transaction
+usable, as it is on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
+from tenure.core.model import Agent, Board, Comment, Event, Lease, StoredEvent, Task, TaskStatus
+from tenure.store import rows
+from tenure.store.base import ClaimFilter, OutboxRow
+
+#: The channel every event-appending transaction notifies, with the new id.
+EVENTS_CHANNEL = "tenure_events"
+#: Advisory lock taken by every transaction that appends events, held to its
+#: commit: event ids then become visible in id order (see `append_event`).
+EVENTS_LOCK_KEY = 0x74656E7572650001
+#: Counter rows per (board, name); each connection bumps its own shard.
+COUNTER_SHARDS = 16
+
+_BOARDS = rows.columns(rows.BOARD_COLUMNS)
+_AGENTS = rows.columns(rows.AGENT_COLUMNS)
+_TASKS = rows.columns(rows.TASK_COLUMNS)
+_LEASES = rows.columns(rows.LEASE_COLUMNS)
+_EVENTS = rows.columns(rows.EVENT_COLUMNS)
+_COMMENTS = rows.columns(rows.COMMENT_COLUMNS)
+_OUTBOX = rows.columns(rows.OUTBOX_COLUMNS)
+
+
+def _marks(count: int) -> str:
+    return rows.placeholders(count, "%s")
+
+
+def _assignments(names: Sequence[str]) -> str:
+    return ", ".join(f"{name} = %s" for name in names)
+
+
+# The claim order of migrations/postgres/0001_initial.sql's tasks_claim_order
+# index, repeated verbatim so the planner can walk that index.
+_CLAIM_ORDER = (
+    "(CASE WHEN recovery_count > 0 AND handoff IS NOT NULL THEN 0 ELSE 1 END), "
+    "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END), "
+    "created_at, id"
+)
+
+_SQL_INSERT_BOARD = (
+    f"INSERT INTO boards ({_BOARDS}) VALUES ({_marks(len(rows.BOARD_COLUMNS))}) "
+    "ON CONFLICT DO NOTHING"
+)
+_SQL_UPDATE_BOARD = f"UPDATE boards SET {_assignments(rows.BOARD_COLUMNS[1:])} WHERE id = %s"
+_SQL_INSERT_AGENT = (
+    f"INSERT INTO agents ({_AGENTS}) SELECT {_marks(len(rows.AGENT_COLUMNS))} "
+    "WHERE EXISTS (SELECT 1 FROM boards WHERE id = %s) ON CONFLICT DO NOTHING"
+)
+_SQL_UPDATE_AGENT = (
+    f"UPDATE agents SET {_assignments(rows.AGENT_COLUMNS[2:])} WHERE board_id = %s AND id = %s"
+)
+_SQL_INSERT_TASK = (
+    f"INSERT INTO tasks ({_TASKS}) SELECT {_marks(len(rows.TASK_COLUMNS))} "
+    "WHERE EXISTS (SELECT 1 FROM boards WHERE id = %s) ON CONFLICT DO NOTHING"
+)
+_SQL_UPDATE_TASK = (
+    f"UPDATE tasks SET {_assignments(rows.TASK_COLUMNS[2:])} WHERE board_id = %s AND id = %s"
+)
+_SQL_INSERT_LEASE = (
+    f"INSERT INTO leases ({_LEASES}) SELECT {_marks(len(rows.LEASE_COLUMNS))} "
+    "WHERE EXISTS (SELECT 1 FROM tasks WHERE board_id = %s AND id = %s) "
+    "ON CONFLICT DO NOTHING"
+)
+_LEASE_KEYS = len(rows.LEASE_KEY_COLUMNS)
+_SQL_UPDATE_LEASE = (
+    f"UPDATE leases SET {_assignments(rows.LEASE_COLUMNS[_LEASE_KEYS:])} "
+    "WHERE board_id = %s AND task_id = %s AND epoch = %s AND version = %s"
+)
+_SQL_CLAIM = (
+    f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND status = 'todo' "
+    f"ORDER BY {_CLAIM_ORDER} LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+_EVENT_INSERT = (
+    "INSERT INTO events (type, board_id, task_id, agent_id, epoch, at, data) "
+    "SELECT %s, %s, %s, %s, %s, %s, %s"
+)
+# The first append of a transaction takes the events lock in the same
+# statement (the CTE's row exists only once the lock is held, so the id is
+# drawn after it); NOTIFY rides along and fires at commit.
+_SQL_APPEND_FIRST_EVENT = (
+    f"WITH events_lock AS (SELECT pg_advisory_xact_lock({EVENTS_LOCK_KEY})), "
+    f"appended AS ({_EVENT_INSERT} FROM events_lock RETURNING id) "
+    f"SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM appended"
+)
+_SQL_APPEND_EVENT = (
+    f"WITH appended AS ({_EVENT_INSERT} RETURNING id) "
+    f"SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM appended"
+)
+_SQL_BUMP = (
+    "INSERT INTO counters (board_id, name, shard, value) "
+    "SELECT b, n, %s, v FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(b, n, v) "
+    "ON CONFLICT (board_id, name, shard) DO UPDATE SET value = counters.value + excluded.value"
+)
+
+
+class TransientFailure(Conflict):
+    """A deadlock or serialisation failure: the store re-runs the unit of work."""
+
+
+def translate(exc: BaseException) -> TenureError | None:
+    """The `TenureError` a driver or pool exception stands for (None: a bug).
+
+    Connection trouble of any kind is `StoreUnavailable`; constraint
+    violations get SPEC's codes; deadlocks are transient and retried.
+    """
+    if isinstance(exc, TenureError):
+        return exc
+    if isinstance(exc, pg_errors.TransactionRollback):
+        return TransientFailure(
+            "the database aborted the transaction in a race; try again",
+            details={"sqlstate": exc.sqlstate},
+        )
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return Conflict("a record with this id already exists", details=_diag(exc))
+    if isinstance(exc, pg_errors.ForeignKeyViolation):
+        return NotFound("a record this one refers to does not exist", details=_diag(exc))
+    if isinstance(
+        exc,
+        pg_errors.CheckViolation
+        | pg_errors.NotNullViolation
+        | pg_errors.DataError
+        | pg_errors.IntegrityError,
+    ):
+        return InvalidInput("the database refused a value", details=_diag(exc))
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        # PoolTimeout and PoolClosed are OperationalErrors too.
+        return StoreUnavailable(
+            "the database cannot be reached", details={"reason": str(exc)[:300]}
+        )
+    return None
+
+
+def _diag(exc: psycopg.Error) -> dict[str, Any]:
+    details: dict[str, Any] = {"sqlstate": exc.sqlstate}
+    if exc.diag.constraint_name:
+        details["constraint"] = exc.diag.constraint_name
+    return details
+
+
+class PostgresTx:
+    """One open transaction on one pooled connection (see the module doc)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], now: datetime, shard: int) -> None:
+        self._conn = conn
+        self._cur = conn.cursor()
+        self._now = now
+        self._shard = shard
+        self._locked_events = False
+        self._pending_counts: dict[tuple[str, str], int] = {}
+        #: The first statement failure (the PostgreSQL transaction is aborted).
+        self.failure: TenureError | None = None
+        #: The highest event id appended (0: none).
+        self.last_event_id = 0
+
+    @property
+    def now(self) -> datetime:
+        """The transaction's one moment, read at BEGIN."""
+        return self._now
+
+    # plumbing --------------------------------------------------------------
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if self.failure is not None:
+            # PostgreSQL ignores everything after a failure; say why at once.
+            raise self.failure
+        try:
+            return self._cur.execute(sql, params)
+        except psycopg.Error as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: psycopg.Error) -> NoReturn:
+        err = translate(exc)
+        if err is None:
+            self.failure = TenureError(f"database error: {exc}")
+            raise
+        self.failure = err
+        raise err from exc
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._exec(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        result: list[tuple[Any, ...]] = self._exec(sql, params).fetchall()
+        return result
+
+    def flush(self) -> None:
+        """Write the counter bumps kept back until the end of the unit of work.
+
+        Deferred so every bump of a transaction is one statement, and taken
+        in one sorted order, so two transactions never deadlock on them.
+        """
+        if not self._pending_counts:
+            return
+        keys = sorted(self._pending_counts)
+        values = [self._pending_counts[key] for key in keys]
+        self._pending_counts = {}
+        self._exec(_SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
+
+    # boards ----------------------------------------------------------------
+
+    def insert_board(self, board: Board) -> None:
+        """Add a board; `Conflict` if its id (or enrolment key) exists."""
+        cur = self._exec(_SQL_INSERT_BOARD, rows.board_to_row(board, rows.keep_time))
+        if cur.rowcount == 0:
+            raise Conflict(f"board {board.id!r} already exists", details={"board": board.id})
+
+    def get_board(self, board_id: str) -> Board | None:
+        row = self._one(f"SELECT {_BOARDS} FROM boards WHERE id = %s", (board_id,))
+        return None if row is None else rows.board_from_row(row)
+
+    def list_boards(self) -> list[Board]:
+        found = self._all(f"SELECT {_BOARDS} FROM boards ORDER BY id")
+        return [rows.board_from_row(row) for row in found]
+
+    def update_board(self, board: Board) -> None:
+        values = rows.board_to_row(board, rows.keep_time)
+        self._exec(_SQL_UPDATE_BOARD, (*values[1:], board.id))
+
+    def board_by_key_hash(self, key_hash: str) -> Board | None:
+        """The board whose enrolment key (or viewer token) hashes to `key_hash`."""
+        row = self._one(
+            f"SELECT {_BOARDS} FROM boards WHERE enrolment_key_hash = %s "
+            f"UNION ALL SELECT {_BOARDS} FROM boards WHERE viewer_token_hash = %s LIMIT 1",
+            (key_hash, key_hash),
+        )
+        return None if row is None else rows.board_from_row(row)
+
+    # agents ----------------------------------------------------------------
+
+    def insert_agent(self, agent: Agent) -> None:
+        """Add an agent; `Conflict` if (board, id) or its token exists."""
+        values = rows.agent_to_row(agent, rows.keep_time)
+        cur = self._exec(_SQL_INSERT_AGENT, (*values, agent.board_id))
+        if cur.rowcount == 0:
+            if self.get_board(agent.board_id) is None:
+                raise NotFound(f"no board {agent.board_id!r}", details={"board": agent.board_id})
+            raise Conflict(f"agent {agent.id!r} already exists", details={"agent": agent.id})
+
+    def update_agent(self, agent: Agent) -> None:
+        values = rows.agent_to_row(agent, rows.keep_time)
+        self._exec(_SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
+
+    def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
+        row = self._one(
+            f"SELECT {_AGENTS} FROM agents WHERE board_id = %s AND id = %s", (board_id, agent_id)
+        )
+        return None if row is None else rows.agent_from_row(row)
+
+    def agent_by_token_hash(self, token_hash: str) -> Agent | None:
+        row = self._one(f"SELECT {_AGENTS} FROM agents WHERE token_hash = %s", (token_hash,))
+        return None if row is None else rows.agent_from_row(row)
+
+    def list_agents(self, board_id: str) -> list[Agent]:
+        found = self._all(
+            f"SELECT {_AGENTS} FROM agents WHERE board_id = %s ORDER BY id", (board_id,)
+        )
+        return [rows.agent_from_row(row) for row in found]
+
+    def delete_agent(self, board_id: str, agent_id: str) -> bool:
+        cur = self._exec("DELETE FROM agents WHERE board_id = %s AND id = %s", (board_id, agent_id))
+        return cur.rowcount > 0
+
+    # tasks -----------------------------------------------------------------
+
+    def insert_task(self, task: Task) -> None:
+        """Add a task; `Conflict` if (board, id) exists, `NotFound` without the board."""
+        values = rows.task_to_row(task, rows.keep_time)
+        cur = self._exec(_SQL_INSERT_TASK, (*values, task.board_id))
+        if cur.rowcount == 0:
+            if self.get_board(task.board_id) is None:
+                raise NotFound(f"no board {task.board_id!r}", details={"board": task.board_id})
+            raise Conflict(f"task {task.id!r} already exists", details={"task": task.id})
+
+    def update_task(self, task: Task) -> None:
+        """Write every field of `task`."""
+        values = rows.task_to_row(task, rows.keep_time)
+        self._exec(_SQL_UPDATE_TASK, (*values[2:], task.board_id, task.id))
+
+    def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
+        """One task; `for_update` locks its row until the transaction ends."""
+        lock = " FOR UPDATE" if for_update else ""
+        row = self._one(
+            f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND id = %s{lock}", (board_id, task_id)
+        )
+        return None if row is None else rows.task_from_row(row)
+
+    def list_tasks(
+        self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
+    ) -> list[Task]:
+        sql = f"SELECT {_TASKS} FROM tasks WHERE board_id = %s"
+        params: list[Any] = [board_id]
+        if status is not None:
+            sql += " AND status = %s"
+            params.append(str(status))
+        sql += " ORDER BY created_at, id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return [rows.task_from_row(row) for row in self._all(sql, params)]
+
+    def delete_task(self, board_id: str, task_id: str) -> bool:
+        cur = self._exec("DELETE FROM tasks WHERE board_id = %s AND id = %s", (board_id, task_id))
+        return cur.rowcount > 0
+
+    def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
+        """`todo` tasks in claim order, locked; rows other claimers hold are skipped."""
+        found = self._all(_SQL_CLAIM, (flt.board_id, flt.limit))
+        return [rows.task_from_row(row) for row in found]
+
+    def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        """The status of each named task that exists."""
+        if not task_ids:
+            return {}
+        found = self._all(
+            "SELECT id, status FROM tasks WHERE board_id = %s AND id = ANY(%s)",
+            (board_id, list(task_ids)),
+        )
+        return {task_id: TaskStatus(status) for task_id, status in found}
+
+    # leases ----------------------------------------------------------------
+
+    def insert_lease(self, lease: Lease) -> None:
+        """Add a live lease; `Conflict` if the task has one (or this epoch exists)."""
+        values = rows.lease_to_row(lease, rows.keep_time)
+        cur = self._exec(_SQL_INSERT_LEASE, (*values, lease.board_id, lease.task_id))
+        if cur.rowcount == 0:
+            if (
+                self._one(
+                    "SELECT 1 FROM tasks WHERE board_id = %s AND id = %s",
+                    (lease.board_id, lease.task_id),
+                )
+                is None
+            ):
+                raise NotFound(f"no task {lease.task_id!r}", details={"task": lease.task_id})
+            raise Conflict(
+                f"task {lease.task_id!r} already has a live lease or epoch {lease.epoch}",
+                details={"task": lease.task_id, "epoch": lease.epoch},
+            )
+
+    def update_lease(self, lease: Lease, expected_version: int) -> bool:
+        """Write `lease` if the stored one still has `expected_version`."""
+        values = rows.lease_to_row(lease, rows.keep_time)
+        cur = self._exec(
+            _SQL_UPDATE_LEASE, (*values[_LEASE_KEYS:], *values[:_LEASE_KEYS], expected_version)
+        )
+        return cur.rowcount == 1
+
+    def _leases(self, where: str, params: Sequence[Any], tail: str = "") -> list[Lease]:
+        found = self._all(f"SELECT {_LEASES} FROM leases WHERE {where} {tail}", params)
+        return [rows.lease_from_row(row) for row in found]
+
+    def live_lease(self, board_id: str, task_id: str) -> Lease | None:
+        found = self._leases(
+            "board_id = %s AND task_id = %s AND ended_at IS NULL", (board_id, task_id)
+        )
+        return found[0] if found else None
+
+    def last_lease_of(self, board_id: str, task_id: str, agent_id: str) -> Lease | None:
+        """The agent's most recent lease on the task, live or ended."""
+        found = self._leases(
+            "board_id = %s AND task_id = %s AND agent_id = %s",
+            (board_id, task_id, agent_id),
+            "ORDER BY epoch DESC LIMIT 1",
+        )
+        return found[0] if found else None
+
+    def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]:
+        return self._leases(
+            "board_id = %s AND agent_id = %s AND ended_at IS NULL",
+            (board_id, agent_id),
+            "ORDER BY assigned_at, task_id",
+        )
+
+    def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
+        """The agent's leases that ended at or after `since`."""
+        return self._leases(
+            "board_id = %s AND agent_id = %s AND ended_at >= %s",
+            (board_id, agent_id, since),
+            "ORDER BY ended_at, task_id",
+        )
+
+    def live_leases(self, board_id: str | None = None) -> list[Lease]:
+        if board_id is None:
+            return self._leases("ended_at IS NULL", (), "ORDER BY board_id, task_id")
+        return self._leases("board_id = %s AND ended_at IS NULL", (board_id,), "ORDER BY task_id")
+
+    def due_leases(self, now: datetime, limit: int) -> list[Lease]:
+        """Live leases whose recover_after <= now, oldest first, through the index."""
+        return self._leases(
+            "ended_at IS NULL AND recover_after <= %s",
+            (now, limit),
+            "ORDER BY recover_after LIMIT %s",
+        )
+
+    def lease_history(self, board_id: str, task_id: str) -> list[Lease]:
+        return self._leases("board_id = %s AND task_id = %s", (board_id, task_id), "ORDER BY epoch")
+
+    # events, comments, counters, outbox --------------------------------------
+
+    def append_event(self, event: Event) -> int:
+        """Append to the log (and NOTIFY followers at commit); returns the id.
+
+        The first append of a transaction takes the events advisory lock,
+        held until commit: an id is drawn only by the one transaction that
+        will commit next among appenders, so ids become visible in order and
+        "everything after id N" never misses a lower id committed later.
+        """
+        sql = _SQL_APPEND_EVENT if self._locked_events else _SQL_APPEND_FIRST_EVENT
+        row = self._one(
+            sql,
+            (
+                str(event.type),
+                event.board_id,
+                event.task_id,
+                event.agent_id,
+                event.epoch,
+                event.at,
+                rows.dump_json(event.data),
+            ),
+        )
+        assert row is not None
+        self._locked_events = True
+        event_id = int(row[0])
+        self.last_event_id = max(self.last_event_id, event_id)
+        return event_id
+
+    def add_comment(self, comment: Comment) -> int:
+        row = self._one(
+            "INSERT INTO comments (board_id, task_id, at, author, body) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (comment.board_id, comment.task_id, comment.at, comment.author, comment.body),
+        )
+        assert row is not None
+        return int(row[0])
+
+    def comments(self, board_id: str, task_id: str) -> list[Comment]:
+        found = self._all(
+            f"SELECT {_COMMENTS} FROM comments WHERE board_id = %s AND task_id = %s ORDER BY id",
+            (board_id, task_id),
+        )
+        return [rows.comment_from_row(row) for row in found]
+
+    def bump(self, board_id: str, counter: str, by: int = 1) -> None:
+        """Add `by` to a counter (written with the rest at the end; see `flush`)."""
+        key = (board_id, str(counter))
+        self._pending_counts[key] = self._pending_counts.get(key, 0) + by
+
+    def counters(self, board_id: str | None = None) -> dict[str, int]:
+        """Counter totals, of one board or of all boards together."""
+        self.flush()
+        if board_id is None:
+            found = self._all("SELECT name, sum(value) FROM counters GROUP BY name ORDER BY name")
+        else:
+            found = self._all(
+                "SELECT name, sum(value) FROM counters WHERE board_id = %s "
+                "GROUP BY name ORDER BY name",
+                (board_id,),
+            )
+        return {name: int(total) for name, total in found}
+
+    def enqueue_hook(
+        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
+    ) -> int:
+        """Add an outbox row; a repeated idempotency key returns the existing row's id."""
+        row = self._one(
+            "INSERT INTO outbox (kind, board_id, payload, idempotency_key, next_attempt_at, "
+            "created_at) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            (kind, board_id, rows.dump_json(payload), idempotency_key, self._now, self._now),
+        )
+        if row is None:
+            row = self._one("SELECT id FROM outbox WHERE idempotency_key = %s", (idempotency_key,))
+            assert row is not None
+        return int(row[0])
+
+    def due_hooks(self, now: datetime, limit: int) -> list[OutboxRow]:
+        """Undelivered rows whose next attempt is due, locked (SKIP LOCKED)."""
+        found = self._all(
+            f"SELECT {_OUTBOX} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= %s "
+            "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (now, limit),
+        )
+        return [rows.outbox_from_row(row) for row in found]
+
+    def mark_hook(
+        self,
+        row_id: int,
+        *,
+        delivered: bool,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record one delivery attempt: delivered, or when to try again."""
+        if delivered:
+            self._exec(
+                "UPDATE outbox SET attempts = attempts + 1, delivered_at = %s, last_error = %s "
+                "WHERE id = %s",
+                (self._now, error, row_id),
+            )
+        else:
+            self._exec(
+                "UPDATE outbox SET attempts = attempts + 1, "
+                "next_attempt_at = coalesce(%s, next_attempt_at), last_error = %s WHERE id = %s",
+                (next_attempt_at, error, row_id),
+            )
+
+    # meta ------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = %s", (key,))
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec(
+            "INSERT INTO meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    """A stored event from a row in `rows.EVENT_COLUMNS` order."""
+    return rows.event_from_row(row)
+
+
+EVENT_SELECT = f"SELECT {_EVENTS} FROM events"
