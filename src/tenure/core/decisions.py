@@ -34,6 +34,7 @@ class ChangeKind(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     SUSPECTED = "suspected"
     REFUSED = "refused"
+    REQUEUED = "requeued"
     UNCHANGED = "unchanged"
 
 

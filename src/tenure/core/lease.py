@@ -51,6 +51,497 @@ API CONTRACT (the service is written against these signatures):
     end_assignment(task, lease, now, policy, *, reason, status, handoff=None, ...) -> Change
         the one function every ending path goes through.
     statistics(leases, now, policy, counters) -> dict
+
+Additions beyond that contract (keyword arguments with defaults only):
+`touch(..., task=None)` gives the conservative policy the task's estimate;
+`end_assignment(..., blocked_reason=None, data=None)` sets a blocked task's
+reason and adds data to the ending event. `unassign` accepts reason
+`unassigned` or `released`. The time arithmetic lives in
+`tenure.core.timing`, the ending paths in `tenure.core.ending`, both
+re-exported here.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from tenure.core.decisions import UNCHANGED, Change, ChangeKind, Report, Subject
+from tenure.core.effects import (
+    Effects,
+    bumped,
+    check_stall,
+    escalate,
+    lease_event,
+    new_lease,
+    revival,
+    with_deadline,
+)
+from tenure.core.ending import (
+    BUDGET_EXHAUSTED,
+    cancel,
+    end_assignment,
+    hand_back,
+    recover,
+    requeue,
+    unassign,
+)
+from tenure.core.errors import Conflict, InvalidInput, LeaseLost, NotHolder
+from tenure.core.holder import judge, refuse, task_event
+from tenure.core.model import (
+    Counter,
+    EndReason,
+    EventType,
+    Lease,
+    LeaseFlag,
+    Task,
+    TaskFlag,
+    TaskStatus,
+    check_id,
+    ensure_utc,
+)
+from tenure.core.policy import Policy
+from tenure.core.stats import statistics
+from tenure.core.timing import (
+    compute_recover_after,
+    finishing_duration,
+    lease_state,
+    median_interval,
+    phase_of,
+    renewal_duration,
+    seconds_left,
+    touch_duration,
+)
+from tenure.core.validate import check_branch, check_head_sha, check_progress, check_text
+
+__all__ = [
+    "BUDGET_EXHAUSTED",
+    "block",
+    "cancel",
+    "compute_recover_after",
+    "create",
+    "end_assignment",
+    "extend_for_conflict",
+    "heartbeat",
+    "lease_state",
+    "median_interval",
+    "phase_of",
+    "recover",
+    "release",
+    "report",
+    "requeue",
+    "seconds_left",
+    "session_closed",
+    "statistics",
+    "touch",
+    "unassign",
+    "validation_result",
+]
+
+REPORT_STATUSES = ("in_progress", "completed", "blocked")
+
+
+# Creating and extending ------------------------------------------------------
+
+
+def create(
+    task: Task, agent_id: str, now: datetime, policy: Policy, *, branch: str | None = None
+) -> Change:
+    """Give `task` to `agent_id`: a new lease with the next epoch, the task `in_progress`."""
+    now = ensure_utc(now, "now")
+    check_id(agent_id, "agent_id")
+    if branch is not None:
+        check_branch(branch)
+    if task.status is not TaskStatus.TODO:
+        raise Conflict(
+            f"task {task.id} is {task.status}, not todo",
+            details={"task_id": task.id, "status": str(task.status)},
+        )
+    lease = new_lease(task, agent_id, now, policy, branch)
+    claimed = replace(
+        task,
+        status=TaskStatus.IN_PROGRESS,
+        assignee=agent_id,
+        epoch=lease.epoch,
+        updated_at=now,
+    )
+    event = lease_event(
+        EventType.LEASE_CREATED,
+        lease,
+        now,
+        expires_at=lease.expires_at.isoformat(),
+        grace_s=lease.grace_s,
+        recovered=task.handoff is not None,
+    )
+    return Change(kind=ChangeKind.CREATED, task=claimed, lease=lease, events=(event,))
+
+
+def touch(lease: Lease, now: datetime, policy: Policy, *, task: Task | None = None) -> Change:
+    """Any other authenticated call by the holder: extend the lease, never shorten it.
+
+    Expiry becomes max(current, now + the current phase's duration, at least
+    phase 2); the grace never shrinks; suspicion clears; a lease past expiry
+    revives. Unchanged for an ended lease, and under the `seed` detector for a
+    lease past expiry. `task` (optional) gives the conservative policy the
+    task's estimate.
+    """
+    now = ensure_utc(now, "now")
+    if not lease.live:
+        return UNCHANGED
+    if now > lease.expires_at and policy.detector.refuses_after_expiry:
+        return UNCHANGED
+    fx = Effects()
+    kind = revival(lease, now, fx) or ChangeKind.TOUCHED
+    lease_s, grace_s = touch_duration(lease, policy, task.estimated_hours if task else None)
+    stamps = lease.progress_stamps
+    if policy.detector.touches_enter_cadence:
+        stamps = (*stamps, now)[-policy.cadence_window :]
+    new = bumped(
+        lease,
+        expires_at=max(lease.expires_at, now + timedelta(seconds=lease_s)),
+        grace_s=max(lease.grace_s, grace_s),
+        last_signal_at=now,
+        suspect_since=None,
+        progress_stamps=stamps,
+    )
+    new = check_stall(with_deadline(new, policy), now, policy, fx)
+    return fx.change(kind, lease=new, expected_version=lease.version)
+
+
+def session_closed(lease: Lease, now: datetime, policy: Policy) -> Change:
+    """The holder's last session closed: the lease turns suspect.
+
+    recover-after becomes min(expiry + grace, now + 30 s). Unchanged for an
+    ended lease, a lease already suspect (the first close sets the deadline),
+    and under the `seed` detector, which knew nothing of sessions.
+    """
+    now = ensure_utc(now, "now")
+    if not lease.live or lease.suspect_since is not None or policy.detector.kind == "seed":
+        return UNCHANGED
+    new = with_deadline(bumped(lease, suspect_since=now), policy)
+    event = lease_event(
+        EventType.LEASE_SUSPECT, lease, now, recover_after=new.recover_after.isoformat()
+    )
+    return Change(
+        kind=ChangeKind.SUSPECTED, lease=new, expected_version=lease.version, events=(event,)
+    )
+
+
+def extend_for_conflict(lease: Lease, now: datetime, policy: Policy) -> Change:
+    """A merge conflict in the holder's worktree: expiry = now + 300 s, at most twice.
+
+    The extension is a deliberate grant of time, so it also lifts the suspect
+    deadline (an unmerged worktree shows work in flight).
+    """
+    now = ensure_utc(now, "now")
+    if not lease.live:
+        raise Conflict(
+            f"the lease on {lease.task_id} has ended", details={"task_id": lease.task_id}
+        )
+    if lease.conflict_extensions >= policy.max_conflict_extensions:
+        raise Conflict(
+            f"the lease on {lease.task_id} already had "
+            f"{lease.conflict_extensions} merge-conflict extensions",
+            details={"task_id": lease.task_id, "extensions": lease.conflict_extensions},
+        )
+    new = bumped(
+        lease,
+        expires_at=max(lease.expires_at, now + timedelta(seconds=policy.conflict_extension_s)),
+        conflict_extensions=lease.conflict_extensions + 1,
+        suspect_since=None,
+    )
+    new = with_deadline(new, policy)
+    event = lease_event(
+        EventType.LEASE_EXTENDED,
+        lease,
+        now,
+        reason="merge_conflict",
+        expires_at=new.expires_at.isoformat(),
+        extensions=new.conflict_extensions,
+    )
+    return Change(
+        kind=ChangeKind.EXTENDED,
+        lease=new,
+        expected_version=lease.version,
+        events=(event,),
+        counters=(Counter.EXTENSIONS_MERGE_CONFLICT,),
+    )
+
+
+# The holder's acts on its live lease --------------------------------------------
+
+
+def _with_report(lease: Lease, rep: Report, now: datetime, progress: int) -> Lease:
+    """`lease` (not yet bumped) carrying what a report says: progress, note, branch."""
+    moved = progress != lease.progress
+    return replace(
+        lease,
+        progress=progress,
+        max_progress=max(lease.max_progress, progress),
+        message=rep.message or lease.message,
+        branch=rep.branch or lease.branch,
+        head_sha=rep.head_sha or lease.head_sha,
+        last_signal_at=now,
+        suspect_since=None,
+        progress_changed_at=now if moved else lease.progress_changed_at,
+        flags=lease.flags - {LeaseFlag.STALLED} if moved else lease.flags,
+    )
+
+
+def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy) -> Change:
+    fx = Effects()
+    progress = lease.progress if rep.progress is None else rep.progress
+    if now > lease.expires_at and policy.detector.refuses_after_expiry:
+        # The seed refused a renewal once past expiry, yet kept a higher progress.
+        best = max(lease.progress, progress)
+        kept = bumped(lease, progress=best, max_progress=max(lease.max_progress, best))
+        fx.events.append(lease_event(EventType.LEASE_STALE_REFUSED, lease, now, reason="expired"))
+        fx.counters.append(Counter.STALE_REFUSED)
+        error = LeaseLost(
+            f"your lease on {lease.task_id} expired at {lease.expires_at.isoformat()}; "
+            "your branch is preserved; request your next task",
+            details={"task_id": lease.task_id, "expired_at": lease.expires_at.isoformat()},
+        )
+        return fx.change(
+            ChangeKind.REFUSED, lease=kept, expected_version=lease.version, error=error
+        )
+    kind = revival(lease, now, fx) or ChangeKind.RENEWED
+    moved = progress != lease.progress
+    new = bumped(
+        _with_report(lease, rep, now, progress),
+        renewal_count=lease.renewal_count + 1,
+        progress_stamps=(*lease.progress_stamps, now)[-policy.cadence_window :],
+        last_renewed_at=now,
+        renewals_without_progress=0 if moved else lease.renewals_without_progress + 1,
+    )
+    lease_s, grace_s = renewal_duration(new, policy, task.estimated_hours)
+    new = with_deadline(
+        replace(new, expires_at=now + timedelta(seconds=lease_s), grace_s=grace_s), policy
+    )
+    fx.events.append(
+        lease_event(
+            EventType.LEASE_RENEWED,
+            new,
+            now,
+            progress=new.progress,
+            phase=phase_of(new, policy),
+            expires_at=new.expires_at.isoformat(),
+        )
+    )
+    if new.renewal_count >= policy.max_renewals:
+        new = escalate(new, now, "max_renewals", fx)
+    new = check_stall(new, now, policy, fx)
+    return fx.change(kind, lease=new, expected_version=lease.version)
+
+
+def _complete(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy) -> Change:
+    progress = 100 if rep.progress is None else rep.progress
+    reported = _with_report(lease, rep, now, progress)
+    if not rep.validate:
+        return end_assignment(
+            task, reported, now, policy, reason=EndReason.COMPLETED, status=TaskStatus.DONE
+        )
+    # Validation: the window is anchored on now, so repeats never stack.
+    fx = Effects()
+    revival(lease, now, fx)
+    new = bumped(
+        reported,
+        expires_at=now + timedelta(seconds=policy.validation_window_s),
+        flags=reported.flags | {LeaseFlag.VALIDATING},
+    )
+    new = with_deadline(new, policy)
+    fx.events.append(
+        lease_event(
+            EventType.LEASE_EXTENDED,
+            new,
+            now,
+            reason="validation",
+            expires_at=new.expires_at.isoformat(),
+        )
+    )
+    fx.counters.append(Counter.EXTENSIONS_VALIDATION)
+    validating = replace(task, flags=task.flags | {TaskFlag.VALIDATING}, updated_at=now)
+    return fx.change(
+        ChangeKind.VALIDATING, task=validating, lease=new, expected_version=lease.version
+    )
+
+
+def _block(task: Task, lease: Lease, reason: str, now: datetime, policy: Policy) -> Change:
+    why = reason.strip() or "blocked by its holder"
+    ended = end_assignment(
+        task,
+        lease,
+        now,
+        policy,
+        reason=EndReason.BLOCKED,
+        status=TaskStatus.BLOCKED,
+        blocked_reason=why,
+    )
+    return replace(ended, comments=(f"[tenure:blocked] `{lease.agent_id}` is blocked:\n\n{why}",))
+
+
+def _release(task: Task, lease: Lease, message: str, now: datetime, policy: Policy) -> Change:
+    noted = replace(lease, message=message) if message else lease
+    return hand_back(task, noted, now, policy, EndReason.RELEASED)
+
+
+def _check_report(rep: Report) -> None:
+    if rep.status not in REPORT_STATUSES:
+        raise InvalidInput(
+            f"status must be one of {', '.join(REPORT_STATUSES)}",
+            details={"field": "status", "value": str(rep.status)[:80]},
+        )
+    if rep.progress is not None:
+        check_progress(rep.progress)
+    check_text(rep.message)
+    if rep.branch is not None:
+        check_branch(rep.branch)
+    if rep.head_sha is not None:
+        check_head_sha(rep.head_sha)
+    if rep.epoch is not None and (isinstance(rep.epoch, bool) or not isinstance(rep.epoch, int)):
+        raise InvalidInput("epoch must be an integer", details={"field": "epoch"})
+
+
+def report(subject: Subject, agent_id: str, rep: Report, now: datetime, policy: Policy) -> Change:
+    """A progress report by `agent_id`, under SPEC's holder rules.
+
+    `in_progress` renews (or revives) the lease, `completed` ends it with the
+    task done (or opens the validation window when `validate`), `blocked`
+    ends it with the task blocked. The old holder of a recovered, unclaimed
+    task claims it back first; anyone else gets `lease_lost` or `not_holder`.
+    """
+    _check_report(rep)
+    now = ensure_utc(now, "now")
+
+    def act(task: Task, lease: Lease) -> Change:
+        if rep.status == "completed":
+            return _complete(task, lease, rep, now, policy)
+        if rep.status == "blocked":
+            return _block(task, lease, rep.message, now, policy)
+        return _renew(task, lease, rep, now, policy)
+
+    return judge(
+        subject,
+        agent_id,
+        now,
+        policy,
+        epoch=rep.epoch,
+        act=act,
+        claim_back=rep.status != "blocked",
+        progress=rep.progress,
+        message=rep.message,
+    )
+
+
+def heartbeat(
+    subject: Subject, agent_id: str, now: datetime, policy: Policy, *, epoch: int | None = None
+) -> Change:
+    """A touch aimed at one task, under the holder rules (a claim-back included)."""
+    now = ensure_utc(now, "now")
+    return judge(
+        subject,
+        agent_id,
+        now,
+        policy,
+        epoch=epoch,
+        act=lambda task, lease: touch(lease, now, policy, task=task),
+        claim_back=True,
+    )
+
+
+def release(
+    subject: Subject, agent_id: str, now: datetime, policy: Policy, *, message: str = ""
+) -> Change:
+    """The holder gives the task back: `todo`, reason `released`, a handoff, no budget."""
+    check_text(message)
+    now = ensure_utc(now, "now")
+    return judge(
+        subject,
+        agent_id,
+        now,
+        policy,
+        epoch=None,
+        act=lambda task, lease: _release(task, lease, message, now, policy),
+        claim_back=False,
+        message=message,
+    )
+
+
+def block(subject: Subject, agent_id: str, now: datetime, policy: Policy, *, reason: str) -> Change:
+    """The holder reports a blocker: the lease ends, the task is `blocked` with `reason`."""
+    check_text(reason, "reason")
+    now = ensure_utc(now, "now")
+    return judge(
+        subject,
+        agent_id,
+        now,
+        policy,
+        epoch=None,
+        act=lambda task, lease: _block(task, lease, reason, now, policy),
+        claim_back=False,
+        message=reason,
+    )
+
+
+def validation_result(
+    subject: Subject,
+    now: datetime,
+    policy: Policy,
+    *,
+    passed: bool,
+    note: str = "",
+    by_holder: bool,
+) -> Change:
+    """The verdict on a completion under validation.
+
+    `passed` marks the task done. Failed keeps the holder: the flag clears,
+    the lease renews as the finishing phase, the note becomes the lease's
+    message. With `by_holder`, `subject.callers_last` is the caller's lease
+    and the holder rules apply; otherwise an admin or checker gives it.
+    """
+    check_text(note, "note")
+    now = ensure_utc(now, "now")
+    live = subject.live
+    if by_holder:
+        last = subject.callers_last
+        if last is None:
+            raise NotHolder(
+                f"the caller never held task {subject.task.id}",
+                details={"task_id": subject.task.id},
+            )
+        if live is None or live.agent_id != last.agent_id or live.epoch != last.epoch:
+            return refuse(subject, last.agent_id, now, policy, progress=None, message=note)
+    if live is None or LeaseFlag.VALIDATING not in live.flags:
+        raise Conflict(
+            f"task {subject.task.id} has no validation pending",
+            details={"task_id": subject.task.id},
+        )
+    task = subject.task
+    verdict = task_event(
+        EventType.TASK_VALIDATION, task, live.agent_id, live.epoch, now, passed=passed, note=note
+    )
+    if passed:
+        done = end_assignment(
+            task, live, now, policy, reason=EndReason.COMPLETED, status=TaskStatus.DONE
+        )
+        return replace(done, events=(verdict, *done.events))
+    lease_s, grace_s = finishing_duration(live, policy, task.estimated_hours)
+    new = bumped(
+        live,
+        flags=live.flags - {LeaseFlag.VALIDATING},
+        message=note or live.message,
+        expires_at=now + timedelta(seconds=lease_s),
+        grace_s=grace_s,
+        last_renewed_at=now,
+        # The holder gets the task back to fix it, so its silence starts now.
+        last_signal_at=now,
+    )
+    new = with_deadline(new, policy)
+    back = replace(task, flags=task.flags - {TaskFlag.VALIDATING}, updated_at=now)
+    return Change(
+        kind=ChangeKind.RENEWED,
+        task=back,
+        lease=new,
+        expected_version=live.version,
+        events=(verdict,),
+    )

@@ -16,7 +16,7 @@ from typing import Any
 
 from tenure.core.errors import InvalidInput
 
-UTC = timezone.utc
+UTC = timezone.utc  # noqa: UP017 (kept importable as tenure.core.model.UTC)
 
 #: The form of every id Tenure accepts (agents, tasks, boards): safe in a path,
 #: a URL and a git ref, never starting with `-` or `.`.

@@ -1,0 +1,145 @@
+"""Time arithmetic of a lease: its state, its durations, its deadlines, its cadence.
+
+Pure functions of a lease, a moment and the policy. `tenure.core.lease`
+re-exports the public ones; the transitions, the detector and the statistics
+all judge time through this one module so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from datetime import datetime, timedelta
+
+from tenure.core.model import Lease, LeaseState, Task, ensure_utc
+from tenure.core.policy import ConservativePolicy, Policy, ProgressivePolicy
+
+__all__ = [
+    "compute_recover_after",
+    "first_duration",
+    "lease_state",
+    "median_interval",
+    "phase_of",
+    "renewal_duration",
+    "seconds_left",
+    "touch_duration",
+]
+
+HOUR_S = 3600.0
+
+
+def lease_state(lease: Lease, now: datetime, policy: Policy) -> LeaseState:
+    """SPEC's state of `lease` at `now` (first matching rule wins)."""
+    now = ensure_utc(now, "now")
+    if lease.ended_at is not None:
+        return LeaseState.ENDED
+    if now >= lease.recover_after:
+        return LeaseState.EXPIRED
+    if lease.suspect_since is not None:
+        return LeaseState.SUSPECT
+    if now > lease.expires_at:
+        return LeaseState.IN_GRACE
+    if (lease.expires_at - now).total_seconds() < policy.warning_threshold_s:
+        return LeaseState.EXPIRING_SOON
+    return LeaseState.ACTIVE
+
+
+def seconds_left(lease: Lease, now: datetime) -> float:
+    """Seconds until the lease expires, never below 0 (an answer shown to agents)."""
+    now = ensure_utc(now, "now")
+    return max(0.0, (lease.expires_at - now).total_seconds())
+
+
+def phase_of(lease: Lease, policy: Policy) -> int:
+    """The progressive phase number of `lease` (0 for the default row, and for
+    the conservative policy, which has no phases)."""
+    if isinstance(policy.durations, ProgressivePolicy):
+        return policy.durations.phase(lease.renewal_count, lease.progress).number
+    return 0
+
+
+def compute_recover_after(
+    expires_at: datetime, grace_s: float, suspect_since: datetime | None, policy: Policy
+) -> datetime:
+    """When the monitor may act: expiry + grace, or the suspect deadline if earlier."""
+    deadline = expires_at + timedelta(seconds=grace_s)
+    if suspect_since is not None:
+        deadline = min(deadline, suspect_since + timedelta(seconds=policy.suspect_after_close_s))
+    return deadline
+
+
+def median_interval(stamps: tuple[datetime, ...] | list[datetime]) -> float | None:
+    """Median seconds between consecutive stamps, or None below two stamps."""
+    if len(stamps) < 2:
+        return None
+    ordered = sorted(stamps)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(ordered)]
+    return float(statistics.median(gaps))
+
+
+def _fixed(policy: Policy) -> tuple[float, float] | None:
+    # The `fixed` detector is a plain queue: one TTL for every lease, no grace.
+    if policy.detector.kind == "fixed":
+        return policy.detector.fixed_ttl_s, 0.0
+    return None
+
+
+def first_duration(task: Task, policy: Policy) -> tuple[float, float]:
+    """(lease seconds, grace seconds) of a new lease on `task`."""
+    fixed = _fixed(policy)
+    if fixed:
+        return fixed
+    durations = policy.durations
+    if isinstance(durations, ConservativePolicy):
+        hours = durations.first_lease_h(task.estimated_hours, task.priority, task.labels)
+        return hours * HOUR_S, durations.grace_s
+    phase = durations.phase(0, 0)
+    return phase.lease_s, phase.grace_s
+
+
+def renewal_duration(lease: Lease, policy: Policy, estimate_h: float | None) -> tuple[float, float]:
+    """(lease, grace) seconds for a renewal, `lease` already counting this report.
+
+    Progressive: the phase of (reports, progress). Conservative: the decaying
+    renewal with n = the renewals before this one.
+    """
+    fixed = _fixed(policy)
+    if fixed:
+        return fixed
+    durations = policy.durations
+    if isinstance(durations, ConservativePolicy):
+        before = max(0, lease.renewal_count - 1)
+        return durations.renewal_h(lease.progress, before, estimate_h) * HOUR_S, durations.grace_s
+    phase = durations.phase(lease.renewal_count, lease.progress)
+    return phase.lease_s, phase.grace_s
+
+
+def touch_duration(lease: Lease, policy: Policy, estimate_h: float | None) -> tuple[float, float]:
+    """(lease, grace) seconds a touch grants: the current phase, at least phase 2.
+
+    A live holder that touches before its first report is working, so it gets
+    phase 2's time rather than the unproven phase's.
+    """
+    fixed = _fixed(policy)
+    if fixed:
+        return fixed
+    durations = policy.durations
+    if isinstance(durations, ConservativePolicy):
+        hours = durations.renewal_h(lease.progress, lease.renewal_count, estimate_h)
+        return hours * HOUR_S, durations.grace_s
+    phase = durations.phase(max(lease.renewal_count, 1), lease.progress)
+    return phase.lease_s, phase.grace_s
+
+
+def finishing_duration(
+    lease: Lease, policy: Policy, estimate_h: float | None
+) -> tuple[float, float]:
+    """(lease, grace) seconds of the finishing phase (a failed validation's renewal)."""
+    fixed = _fixed(policy)
+    if fixed:
+        return fixed
+    durations = policy.durations
+    if isinstance(durations, ConservativePolicy):
+        hours = durations.renewal_h(max(lease.progress, 76), lease.renewal_count, estimate_h)
+        return hours * HOUR_S, durations.grace_s
+    return durations.finishing.lease_s, durations.finishing.grace_s
