@@ -79,7 +79,9 @@ class ConservativePolicy:
         """Hours bounded to [min_h, max_h]."""
         return max(self.min_h, min(self.max_h, hours))
 
-    def first_lease_h(self, estimate_h: float | None, priority: str, labels: tuple[str, ...]) -> float:
+    def first_lease_h(
+        self, estimate_h: float | None, priority: str, labels: tuple[str, ...]
+    ) -> float:
         """The first lease of a task, in hours (before nothing: clamped)."""
         hours = estimate_h if estimate_h else self.default_estimate_h
         hours *= dict(self.priority_multipliers).get(priority.lower(), 1.0)
