@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -90,10 +90,6 @@ _LISTEN_POLL_S = 0.2
 
 _BEGIN_WITH_DB_CLOCK = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT transaction_timestamp()"
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
-_BEGIN_READ_WITH_DB_CLOCK = (
-    "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SELECT transaction_timestamp()"
-)
-_BEGIN_READ = "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
 
 
 def _connect_kwargs(connect_timeout: float) -> dict[str, Any]:
@@ -187,6 +183,8 @@ class PostgresStore:
         self._pool = pool
         self._clock = clock
         self._process_clock = process_clock
+        #: The injected clock, else this server's own; `tx.now` is what decides.
+        self.clock: Clock = clock if clock is not None else process_clock
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tenure-pg")
@@ -200,15 +198,24 @@ class PostgresStore:
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
 
+    @property
+    def dsn(self) -> str:
+        """The connection string this store was opened with."""
+        return self._dsn
+
     # units of work ---------------------------------------------------------
 
     async def run(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in one transaction on a worker thread; commit unless it raises."""
-        return await self._submit(self._run_sync, fn, False)
+        return await self._submit(self._run_sync, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run a read-only `fn` in a READ ONLY transaction."""
-        return await self._submit(self._run_sync, fn, True)
+        """Run a read-only `fn` in one transaction.
+
+        Not declared READ ONLY: readers may still lock rows (`due_hooks`), and
+        on PostgreSQL a reader does not block writers anyway.
+        """
+        return await self._submit(self._run_sync, fn)
 
     async def _submit(self, call: Callable[..., T], *args: Any) -> T:
         if self._closed:
@@ -216,21 +223,21 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call, *args)
 
-    def _run_sync(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+    def _run_sync(self, fn: Callable[[Tx], T]) -> T:
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._attempt(fn, read_only)
+                return self._attempt(fn)
             except TransientFailure:
                 if attempt >= TRANSIENT_RETRIES:
                     raise
                 time.sleep(0.002 * attempt)  # back off from the winner, briefly
 
-    def _attempt(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+    def _attempt(self, fn: Callable[[Tx], T]) -> T:
         conn = self._getconn()
         try:
-            tx = self._begin(conn, read_only)
+            tx = self._begin(conn)
             try:
                 result = fn(tx)
                 if tx.failure is not None:
@@ -255,16 +262,16 @@ class PostgresStore:
             ) from exc
         return conn
 
-    def _begin(self, conn: psycopg.Connection[Any], read_only: bool) -> PostgresTx:
+    def _begin(self, conn: psycopg.Connection[Any]) -> PostgresTx:
         try:
             if self._clock is None:
-                cur = conn.execute(_BEGIN_READ_WITH_DB_CLOCK if read_only else _BEGIN_WITH_DB_CLOCK)
+                cur = conn.execute(_BEGIN_WITH_DB_CLOCK)
                 cur.nextset()
                 row = cur.fetchone()
                 assert row is not None
                 now: datetime = row[0]
             else:
-                conn.execute(_BEGIN_READ if read_only else _BEGIN)
+                conn.execute(_BEGIN)
                 now = self._clock.now()
         except psycopg.Error as exc:
             raise _translated(exc) from exc
@@ -406,6 +413,25 @@ class PostgresStore:
             )
         return self.clock_skew_s
 
+    async def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return await self._submit(self._schema_version_sync)
+
+    def _schema_version_sync(self) -> int:
+        conn = self._getconn()
+        try:
+            return _schema_version(conn)
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        finally:
+            self._pool.putconn(conn)
+
+    async def __aenter__(self) -> PostgresStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         """Stop the listener, close the pool and the worker threads."""
         if self._closed:
@@ -509,3 +535,13 @@ async def open_postgres(
         return store
 
     return await asyncio.get_running_loop().run_in_executor(None, prepare)
+
+
+if TYPE_CHECKING:
+    from tenure.store.base import Store
+
+    def _conforms(store: PostgresStore, tx: PostgresTx) -> tuple[Store, Tx]:
+        """Never called: mypy proves here that these satisfy the protocols."""
+        a: Store = store
+        b: Tx = tx
+        return a, b

@@ -141,7 +141,9 @@ def translate(exc: BaseException) -> TenureError | None:
     if isinstance(exc, pg_errors.UniqueViolation):
         return Conflict("a record with this id already exists", details=_diag(exc))
     if isinstance(exc, pg_errors.ForeignKeyViolation):
-        return NotFound("a record this one refers to does not exist", details=_diag(exc))
+        return Conflict(
+            "the record refers to a board or task that does not exist", details=_diag(exc)
+        )
     if isinstance(
         exc,
         pg_errors.CheckViolation
@@ -243,7 +245,8 @@ class PostgresTx:
 
     def update_board(self, board: Board) -> None:
         values = rows.board_to_row(board, rows.keep_time)
-        self._exec(_SQL_UPDATE_BOARD, (*values[1:], board.id))
+        cur = self._exec(_SQL_UPDATE_BOARD, (*values[1:], board.id))
+        _require_row(cur, f"board {board.id!r}")
 
     def board_by_key_hash(self, key_hash: str) -> Board | None:
         """The board whose enrolment key (or viewer token) hashes to `key_hash`."""
@@ -262,12 +265,13 @@ class PostgresTx:
         cur = self._exec(_SQL_INSERT_AGENT, (*values, agent.board_id))
         if cur.rowcount == 0:
             if self.get_board(agent.board_id) is None:
-                raise NotFound(f"no board {agent.board_id!r}", details={"board": agent.board_id})
+                raise _missing_parent(f"agent {agent.id!r}", agent.board_id)
             raise Conflict(f"agent {agent.id!r} already exists", details={"agent": agent.id})
 
     def update_agent(self, agent: Agent) -> None:
         values = rows.agent_to_row(agent, rows.keep_time)
-        self._exec(_SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
+        cur = self._exec(_SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
+        _require_row(cur, f"agent {agent.id!r} of board {agent.board_id!r}")
 
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
         row = self._one(
@@ -297,13 +301,14 @@ class PostgresTx:
         cur = self._exec(_SQL_INSERT_TASK, (*values, task.board_id))
         if cur.rowcount == 0:
             if self.get_board(task.board_id) is None:
-                raise NotFound(f"no board {task.board_id!r}", details={"board": task.board_id})
+                raise _missing_parent(f"task {task.id!r}", task.board_id)
             raise Conflict(f"task {task.id!r} already exists", details={"task": task.id})
 
     def update_task(self, task: Task) -> None:
         """Write every field of `task`."""
         values = rows.task_to_row(task, rows.keep_time)
-        self._exec(_SQL_UPDATE_TASK, (*values[2:], task.board_id, task.id))
+        cur = self._exec(_SQL_UPDATE_TASK, (*values[2:], task.board_id, task.id))
+        _require_row(cur, f"task {task.id!r} of board {task.board_id!r}")
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row until the transaction ends."""
@@ -360,9 +365,10 @@ class PostgresTx:
                 )
                 is None
             ):
-                raise NotFound(f"no task {lease.task_id!r}", details={"task": lease.task_id})
+                raise _missing_parent(f"lease of task {lease.task_id!r}", lease.board_id)
             raise Conflict(
-                f"task {lease.task_id!r} already has a live lease or epoch {lease.epoch}",
+                f"lease of task {lease.task_id!r} (epoch {lease.epoch}): "
+                "the task already has a live lease",
                 details={"task": lease.task_id, "epoch": lease.epoch},
             )
 
@@ -553,3 +559,16 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
 
 
 EVENT_SELECT = f"SELECT {_EVENTS} FROM events"
+
+
+def _require_row(cur: psycopg.Cursor[Any], what: str) -> None:
+    """An update of a row that does not exist is an error, not a silent no-op."""
+    if cur.rowcount == 0:
+        raise NotFound(f"{what} does not exist")
+
+
+def _missing_parent(what: str, board_id: str) -> Conflict:
+    # The same answer as SQLite's foreign-key failure, so both stores agree.
+    return Conflict(
+        f"{what} refers to a board or task that does not exist", details={"board": board_id}
+    )
