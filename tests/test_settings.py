@@ -219,6 +219,11 @@ def test_lists_choices_and_multipliers_from_the_environment() -> None:
     assert settings.webhook_urls == ()
 
 
+def test_lists_from_the_file(tmp_path: Path) -> None:
+    toml = _toml(tmp_path, '[hooks]\nwebhook_urls = ["https://hooks.example/tenure"]\n')
+    assert load_settings(env={}, toml_path=toml).webhook_urls == ("https://hooks.example/tenure",)
+
+
 def test_settings_are_read_only() -> None:
     settings = default_settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
