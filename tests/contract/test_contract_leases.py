@@ -1,0 +1,259 @@
+"""Contract: leases (one live per task, conditional updates, due order, restart)
+and units of work that roll back whole."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from contract_records import BOARD, agent, at, board, full_lease, full_task, lease, seed, task
+
+from tenure.core.errors import Conflict, StoreUnavailable
+from tenure.core.model import Comment, EndReason, Event, EventType, LeaseFlag, TaskStatus
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _with_tasks(store: Any, *task_ids: str) -> None:
+    await store.run(seed(board(), agent("a1"), agent("a2"), *(task(t) for t in task_ids)))
+
+
+async def test_a_lease_round_trips_with_every_field(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    full = full_lease()
+    await store.run(seed(full))
+    assert await store.read(lambda tx: tx.lease_history(BOARD, "t1")) == [full]
+    assert await store.read(lambda tx: tx.last_lease_of(BOARD, "t1", "a1")) == full
+    live = replace(full, epoch=5, ended_at=None, end_reason=None)
+    await store.run(seed(live))
+    assert await store.read(lambda tx: tx.live_lease(BOARD, "t1")) == live
+
+
+async def test_a_second_live_lease_on_a_task_is_a_conflict(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    await store.run(seed(lease("t1", "a1", epoch=1)))
+    with pytest.raises(Conflict):
+        await store.run(seed(lease("t1", "a2", epoch=2)))
+    assert (await store.read(lambda tx: tx.live_lease(BOARD, "t1"))).agent_id == "a1"
+    with pytest.raises(Conflict):
+        await store.run(seed(lease("t1", "a1", epoch=1, ended_at=at(1))))
+
+
+async def test_a_new_lease_may_follow_an_ended_one(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    await store.run(seed(lease("t1", "a1", epoch=1, ended_at=at(5), end_reason=EndReason.RELEASED)))
+    await store.run(seed(lease("t1", "a2", epoch=2)))
+    history = await store.read(lambda tx: tx.lease_history(BOARD, "t1"))
+    assert [(x.epoch, x.agent_id, x.live) for x in history] == [(1, "a1", False), (2, "a2", True)]
+
+
+async def test_update_lease_with_the_expected_version_writes_every_field(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    first = lease("t1", "a1", epoch=4)
+    await store.run(seed(first))
+    target = replace(full_lease(), ended_at=None, end_reason=None, version=2)
+    assert await store.run(lambda tx: tx.update_lease(target, 1)) is True
+    assert await store.read(lambda tx: tx.live_lease(BOARD, "t1")) == target
+
+
+async def test_update_lease_with_a_wrong_version_changes_nothing(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    first = lease("t1", "a1", epoch=1, version=3)
+    await store.run(seed(first))
+    for wrong in (2, 4):
+        moved = replace(first, version=wrong + 1, progress=90, message="stale")
+        assert await store.run(lambda tx, m=moved, w=wrong: tx.update_lease(m, w)) is False
+    assert await store.read(lambda tx: tx.live_lease(BOARD, "t1")) == first
+    # Another epoch of the same task is another lease: no match either.
+    other_epoch = replace(first, epoch=2, version=4)
+    assert await store.run(lambda tx: tx.update_lease(other_epoch, 3)) is False
+    assert await store.read(lambda tx: tx.lease_history(BOARD, "t1")) == [first]
+
+
+async def test_ending_a_lease_frees_the_task_for_a_new_live_lease(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    first = lease("t1", "a1", epoch=1)
+    await store.run(seed(first))
+    ended = replace(first, version=2, ended_at=at(10), end_reason=EndReason.COMPLETED)
+    assert await store.run(lambda tx: tx.update_lease(ended, 1)) is True
+    assert await store.read(lambda tx: tx.live_lease(BOARD, "t1")) is None
+    await store.run(seed(lease("t1", "a2", epoch=2)))
+
+
+async def test_due_leases_are_live_past_recover_after_oldest_first_and_limited(
+    store: Any,
+) -> None:
+    await _with_tasks(store, "t1", "t2", "t3", "t4", "t5", "t6")
+    await store.run(
+        seed(
+            lease("t1", recover_after=at(50)),
+            lease("t2", recover_after=at(10)),
+            lease("t3", recover_after=at(30)),
+            lease("t4", recover_after=at(100)),  # not due yet
+            lease("t5", recover_after=at(5), ended_at=at(6), end_reason=EndReason.COMPLETED),
+            lease("t6", recover_after=at(60)),  # due exactly at now
+        )
+    )
+    due = await store.read(lambda tx: tx.due_leases(at(60), 10))
+    assert [x.task_id for x in due] == ["t2", "t3", "t1", "t6"]
+    assert [x.task_id for x in await store.read(lambda tx: tx.due_leases(at(60), 2))] == [
+        "t2",
+        "t3",
+    ]
+    assert await store.read(lambda tx: tx.due_leases(at(4), 10)) == []
+    assert due[0] == await store.read(lambda tx: tx.live_lease(BOARD, "t2"))
+
+
+async def test_live_leases_of_an_agent_and_of_a_board(store: Any) -> None:
+    await store.run(seed(board(), board("b2"), agent("a1"), agent("a2")))
+    await store.run(seed(task("t1"), task("t2"), task("t3"), task("t4"), task("t1", "b2")))
+    await store.run(
+        seed(
+            lease("t2", "a1", assigned_at=at(2)),
+            lease("t1", "a1", assigned_at=at(1)),
+            lease("t3", "a1", ended_at=at(3), end_reason=EndReason.RELEASED),
+            lease("t4", "a2"),
+            lease("t1", "a1", board_id="b2"),
+        )
+    )
+    mine = await store.read(lambda tx: tx.live_leases_of_agent(BOARD, "a1"))
+    assert [x.task_id for x in mine] == ["t1", "t2"]
+    assert await store.read(lambda tx: tx.live_leases_of_agent(BOARD, "ghost")) == []
+    board_live = await store.read(lambda tx: tx.live_leases(BOARD))
+    assert sorted(x.task_id for x in board_live) == ["t1", "t2", "t4"]
+    everywhere = await store.read(lambda tx: tx.live_leases())
+    assert sorted((x.board_id, x.task_id) for x in everywhere) == [
+        ("b1", "t1"),
+        ("b1", "t2"),
+        ("b1", "t4"),
+        ("b2", "t1"),
+    ]
+
+
+async def test_last_lease_of_is_the_agents_latest_live_or_ended(store: Any) -> None:
+    await _with_tasks(store, "t1")
+    await store.run(
+        seed(
+            lease("t1", "a1", epoch=1, ended_at=at(1), end_reason=EndReason.LEASE_EXPIRED),
+            lease("t1", "a2", epoch=2, ended_at=at(2), end_reason=EndReason.RELEASED),
+            lease("t1", "a1", epoch=3, ended_at=at(3), end_reason=EndReason.COMPLETED),
+            lease("t1", "a2", epoch=4),
+        )
+    )
+    mine = await store.read(lambda tx: tx.last_lease_of(BOARD, "t1", "a1"))
+    assert (mine.epoch, mine.end_reason) == (3, EndReason.COMPLETED)
+    assert (await store.read(lambda tx: tx.last_lease_of(BOARD, "t1", "a2"))).epoch == 4
+    assert await store.read(lambda tx: tx.last_lease_of(BOARD, "t1", "a3")) is None
+    assert await store.read(lambda tx: tx.last_lease_of(BOARD, "t9", "a1")) is None
+
+
+async def test_ended_leases_of_an_agent_since_a_moment(store: Any) -> None:
+    await _with_tasks(store, "t1", "t2", "t3")
+    await store.run(
+        seed(
+            lease("t1", "a1", ended_at=at(10), end_reason=EndReason.LEASE_EXPIRED),
+            lease("t2", "a1", ended_at=at(20), end_reason=EndReason.UNASSIGNED),
+            lease("t3", "a1"),
+        )
+    )
+    lost = await store.read(lambda tx: tx.ended_leases_of_agent(BOARD, "a1", at(10)))
+    assert sorted(x.task_id for x in lost) == ["t1", "t2"]
+    later = await store.read(lambda tx: tx.ended_leases_of_agent(BOARD, "a1", at(15)))
+    assert [x.task_id for x in later] == ["t2"]
+    assert await store.read(lambda tx: tx.ended_leases_of_agent(BOARD, "a2", at(0))) == []
+
+
+async def test_a_unit_of_work_that_raises_leaves_nothing_behind(store: Any) -> None:
+    await _with_tasks(store, "t1")
+
+    def half_then_fail(tx: Any) -> None:
+        tx.insert_task(task("t2"))
+        tx.insert_lease(lease("t1", "a1"))
+        tx.update_task(replace(task("t1"), status=TaskStatus.IN_PROGRESS, assignee="a1"))
+        tx.append_event(Event(EventType.LEASE_CREATED, BOARD, tx.now, "t1", "a1", 1))
+        tx.add_comment(Comment(BOARD, "t1", tx.now, "tenure", "claimed"))
+        tx.bump(BOARD, "renewals")
+        tx.enqueue_hook("lease.created", BOARD, {"task_id": "t1"}, "k1")
+        tx.set_meta("half", "written")
+        raise RuntimeError("the unit of work fails here")
+
+    with pytest.raises(RuntimeError, match="fails here"):
+        await store.run(half_then_fail)
+    await _assert_untouched(store)
+
+
+async def test_a_conflict_midway_rolls_back_the_earlier_writes(store: Any) -> None:
+    await _with_tasks(store, "t1")
+
+    def then_duplicate(tx: Any) -> None:
+        tx.insert_task(task("t2"))
+        tx.insert_lease(lease("t1", "a1"))
+        tx.append_event(Event(EventType.LEASE_CREATED, BOARD, tx.now, "t1", "a1", 1))
+        tx.set_meta("half", "written")
+        tx.insert_task(task("t1"))
+
+    with pytest.raises(Conflict):
+        await store.run(then_duplicate)
+    await _assert_untouched(store)
+
+
+async def _assert_untouched(store: Any) -> None:
+    def snapshot(tx: Any) -> dict[str, Any]:
+        return {
+            "tasks": [(t.id, t.status) for t in tx.list_tasks(BOARD)],
+            "leases": tx.lease_history(BOARD, "t1"),
+            "comments": tx.comments(BOARD, "t1"),
+            "counters": tx.counters(BOARD),
+            "hooks": tx.due_hooks(at(10**6), 10),
+            "meta": tx.get_meta("half"),
+        }
+
+    assert await store.run(snapshot) == {
+        "tasks": [("t1", TaskStatus.TODO)],
+        "leases": [],
+        "comments": [],
+        "counters": {},
+        "hooks": [],
+        "meta": None,
+    }
+    assert await store.events_after(0) == []
+
+
+async def test_after_a_restart_every_record_is_exactly_as_it_was(store: Any, reopen: Any) -> None:
+    full_agent = agent(role="r", skills=("x",), worktree="/w", open_sessions=2, last_seen_at=at(3))
+    await store.run(seed(board(project_root="/p", enrolment_key_hash="ek"), full_agent))
+    await store.run(seed(full_task("t1"), full_task("t2"), full_lease("t1")))
+    live = replace(
+        full_lease("t2"),
+        epoch=5,
+        ended_at=None,
+        end_reason=None,
+        flags=frozenset({LeaseFlag.STALLED}),
+    )
+    await store.run(seed(live))
+
+    def everything(tx: Any) -> Any:
+        return (
+            tx.get_board(BOARD),
+            tx.get_agent(BOARD, "a1"),
+            tx.list_tasks(BOARD),
+            tx.lease_history(BOARD, "t1"),
+            tx.lease_history(BOARD, "t2"),
+            tx.live_leases(),
+        )
+
+    before = await store.read(everything)
+    await store.close()
+    again = await reopen()
+    after = await again.read(everything)
+    assert after == before
+    assert after[3] == [full_lease("t1")]
+    assert after[4] == [live]
+    assert after[2] == [full_task("t1"), full_task("t2")]
+
+
+async def test_a_closed_store_is_unavailable(store: Any) -> None:
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.run(lambda tx: tx.list_boards())
