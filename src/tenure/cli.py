@@ -16,13 +16,16 @@ from tenure import __version__
 
 app = typer.Typer(
     name="tenure",
-    help="Tenure hands tasks to agents under leases and recovers the work of dead ones.",
+    help=(
+        "Tenure hands tasks to agents under leases and recovers the work of dead ones.\n\n"
+        "Example: tenure config show"
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
 
 # Modules that add commands or groups to `app` through `register(app)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("tenure.cli_config",)
 
 
 @app.command()
