@@ -61,8 +61,9 @@ _tenure_install() {
   fi
   [ -x "$tenure_venv/bin/python" ] || _tenure_make_venv || return 1
   _tenure_say "installing Tenure and its dev tools into .venv (pyproject.toml changed or first run)"
-  "$tenure_venv/bin/python" -m pip install --quiet --upgrade pip &&
-    "$tenure_venv/bin/python" -m pip install --quiet -e "$tenure_root[dev]" || return 1
+  # A newer pip is welcome but not required (Debian's suffices for editable installs).
+  "$tenure_venv/bin/python" -m pip install -qq --upgrade pip || true
+  "$tenure_venv/bin/python" -m pip install -qq -e "$tenure_root[dev]" || return 1
   sha256sum "$tenure_root/pyproject.toml" | cut -d' ' -f1 >"$tenure_stamp"
 }
 
