@@ -12,8 +12,6 @@ from contract_records import BOARD, agent, at, board, full_lease, full_task, lea
 from tenure.core.errors import Conflict, StoreUnavailable
 from tenure.core.model import Comment, EndReason, Event, EventType, LeaseFlag, TaskStatus
 
-pytestmark = pytest.mark.asyncio
-
 
 async def _with_tasks(store: Any, *task_ids: str) -> None:
     await store.run(seed(board(), agent("a1"), agent("a2"), *(task(t) for t in task_ids)))

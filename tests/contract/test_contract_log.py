@@ -10,8 +10,6 @@ from contract_records import BOARD, at, board, seed, task
 
 from tenure.core.model import Comment, Event, EventType
 
-pytestmark = pytest.mark.asyncio
-
 
 def _append(*events: Event) -> Any:
     def unit(tx: Any) -> list[int]:

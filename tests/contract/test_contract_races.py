@@ -13,7 +13,6 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from contract_records import (
     BOARD,
     agent,
@@ -29,8 +28,6 @@ from contract_records import (
 
 from tenure.core.errors import Conflict
 from tenure.core.model import EndReason, TaskStatus
-
-pytestmark = pytest.mark.asyncio
 
 CLAIMERS = 16
 TASKS = 200

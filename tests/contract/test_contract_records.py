@@ -11,8 +11,6 @@ from tenure.core.errors import Conflict, NotFound
 from tenure.core.model import Priority, TaskStatus
 from tenure.store.base import ClaimFilter
 
-pytestmark = pytest.mark.asyncio
-
 
 async def test_a_board_round_trips_and_unknown_ids_are_none(store: Any) -> None:
     first = board(project_root="/srv/p", enrolment_key_hash="ek", viewer_token_hash="vt")

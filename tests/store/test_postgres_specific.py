@@ -1,0 +1,430 @@
+"""What only the PostgreSQL store has to prove: several servers on one database.
+
+The contract suite (tests/contract) runs every store operation on both
+backends; these tests cover what exists only with PostgreSQL: the database's
+clock deciding for servers whose clocks disagree, followers on one replica
+woken by events written through another, the event log's id order under
+concurrent appenders, a SIGKILLed writer, a database that is down, and
+schema versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tenure.clock import FakeClock, OffsetClock
+from tenure.core.errors import StoreUnavailable
+from tenure.core.model import (
+    UTC,
+    Agent,
+    Board,
+    Event,
+    EventType,
+    Lease,
+    Task,
+    TaskStatus,
+)
+from tenure.store import migrate
+from tenure.store.base import Tx
+from tenure.store.postgres import (
+    PostgresStore,
+    migrate_postgres,
+    open_postgres,
+    postgres_schema_version,
+)
+from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn
+
+pytestmark = pytest.mark.postgres
+
+BOARD = "b1"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def dsn() -> str:
+    return fresh_postgres_dsn()
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[list[PostgresStore]]:
+    """Stores a test opens; closed at its end whatever happens."""
+    opened: list[PostgresStore] = []
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+async def _open(stores: list[PostgresStore], dsn: str, **options: object) -> PostgresStore:
+    store = await open_postgres(dsn, max_size=2, **options)  # type: ignore[arg-type]
+    stores.append(store)
+    return store
+
+
+def _board_with_tasks(count: int, agents: int = 0) -> object:
+    def unit(tx: Tx) -> None:
+        tx.insert_board(Board(id=BOARD, name="Board", created_at=tx.now))
+        for i in range(agents):
+            tx.insert_agent(
+                Agent(board_id=BOARD, id=f"a{i}", name=f"a{i}", token_hash=f"h{i}", created_at=tx.now)
+            )
+        for i in range(count):
+            tx.insert_task(
+                Task(board_id=BOARD, id=f"t{i:03d}", title="t", created_at=tx.now, updated_at=tx.now)
+            )
+
+    return unit
+
+
+def _lease(task_id: str, now: datetime, recover_in: timedelta) -> Lease:
+    return Lease(
+        board_id=BOARD,
+        task_id=task_id,
+        agent_id="a0",
+        epoch=1,
+        assigned_at=now,
+        expires_at=now + recover_in - timedelta(seconds=60),
+        grace_s=60.0,
+        recover_after=now + recover_in,
+        last_renewed_at=now,
+        last_signal_at=now,
+    )
+
+
+# (a) clock skew --------------------------------------------------------------------
+
+
+async def test_servers_with_clocks_ten_minutes_apart_judge_expiry_identically(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    ahead = OffsetClock(timedelta(minutes=5))
+    behind = OffsetClock(timedelta(minutes=-5))
+    east = await _open(stores, dsn, process_clock=ahead)
+    west = await _open(stores, dsn, process_clock=behind)
+    # Each store measured its own server's clock against the database's:
+    # the two servers really disagree by ten minutes.
+    assert east.clock_skew_s == pytest.approx(-300, abs=2)
+    assert west.clock_skew_s == pytest.approx(300, abs=2)
+
+    await east.run(_board_with_tasks(2))
+
+    def lease_two_tasks(tx: Tx) -> None:
+        # One lease due two minutes from the database's now, one overdue.
+        tx.insert_lease(_lease("t000", tx.now, timedelta(minutes=2)))
+        tx.insert_lease(_lease("t001", tx.now, timedelta(seconds=-1)))
+
+    await east.run(lease_two_tasks)
+
+    def judge(tx: Tx) -> tuple[datetime, list[str]]:
+        return tx.now, [lease.task_id for lease in tx.due_leases(tx.now, 10)]
+
+    (east_now, east_due), (west_now, west_due) = await asyncio.gather(
+        east.run(judge), west.run(judge)
+    )
+    assert east_due == west_due == ["t001"]
+    assert abs((east_now - west_now).total_seconds()) < 5
+
+    # The control: had each server judged on its own clock, they would
+    # disagree (the east one would recover a lease the west one keeps).
+    east_own = await _open(stores, dsn, clock=ahead)
+    west_own = await _open(stores, dsn, clock=behind)
+    assert (await east_own.run(judge))[1] == ["t001", "t000"]
+    assert (await west_own.run(judge))[1] == []
+
+
+async def test_an_injected_clock_replaces_the_database_clock(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    clock = FakeClock(T0)
+    store = await _open(stores, dsn, clock=clock)
+    assert await store.run(lambda tx: tx.now) == T0
+    clock.advance(90)
+    assert await store.read(lambda tx: tx.now) == T0 + timedelta(seconds=90)
+
+
+# (b) followers ---------------------------------------------------------------------
+
+
+def _append(task_id: str | None = None) -> object:
+    def unit(tx: Tx) -> int:
+        return tx.append_event(
+            Event(EventType.TASK_CREATED, BOARD, tx.now, task_id=task_id, data={"n": 1})
+        )
+
+    return unit
+
+
+async def test_an_event_written_through_one_store_wakes_a_follower_on_another(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    writer = await _open(stores, dsn)
+    follower = await _open(stores, dsn)
+    await writer.run(_board_with_tasks(1))
+    assert await follower.listen(timeout=10)
+
+    for round_ in range(2):
+        after = max((event.id for event in await follower.events_after(0)), default=0)
+        waiting = asyncio.create_task(follower.wait_for_events(after, timeout=60))
+        await asyncio.sleep(0)  # let the follower register before the write
+        assert not waiting.done()
+        event_id = await writer.run(_append(f"t{round_:03d}"))  # type: ignore[arg-type]
+        # Woken by NOTIFY, long before its 60 s timeout.
+        await asyncio.wait_for(waiting, timeout=10)
+        seen = await follower.events_after(after)
+        assert [(event.id, event.task_id) for event in seen] == [(event_id, f"t{round_:03d}")]
+
+
+async def test_a_follower_started_after_the_write_returns_at_once(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    writer = await _open(stores, dsn)
+    follower = await _open(stores, dsn)
+    await writer.run(_board_with_tasks(0))
+    await writer.run(_append())  # type: ignore[arg-type]
+    await asyncio.wait_for(follower.wait_for_events(0, timeout=60), timeout=10)
+    # and a follower already up to date waits out its timeout
+    await asyncio.wait_for(follower.wait_for_events(1, timeout=0.05), timeout=10)
+
+
+async def test_event_ids_become_visible_in_order_under_concurrent_appenders(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(0))
+    release = threading.Event()
+
+    def slow_appender(tx: Tx) -> int:
+        event_id = tx.append_event(Event(EventType.TASK_CREATED, BOARD, tx.now, data={"who": 1}))
+        release.wait(30)  # hold the transaction open, its event uncommitted
+        return event_id
+
+    first = asyncio.create_task(store.run(slow_appender))
+    await _until_advisory_lock_held(dsn)
+    second = asyncio.create_task(store.run(_append()))  # type: ignore[arg-type]
+    await _until_advisory_lock_awaited(dsn)
+    # The second appender queues behind the first: while the first is open,
+    # a follower sees neither event, never the later id without the earlier.
+    assert await store.events_after(0) == []
+    release.set()
+    first_id, second_id = await asyncio.gather(first, second)
+    assert first_id < second_id
+    assert [event.id for event in await store.events_after(0)] == [first_id, second_id]
+
+
+async def _poll(dsn: str, query: str) -> None:
+    """Wait (bounded) until `query` returns true: a state, not a duration."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(1000):
+            row = conn.execute(query).fetchone()
+            if row and row[0]:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"never true: {query}")
+
+
+async def _until_advisory_lock_held(dsn: str) -> None:
+    await _poll(dsn, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted")
+
+
+async def _until_advisory_lock_awaited(dsn: str) -> None:
+    await _poll(
+        dsn, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    )
+
+
+# (c) crash ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_sigkilled_writer_loses_no_acknowledged_operation(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    agents = 6
+    setup = await _open(stores, dsn)
+    await setup.run(_board_with_tasks(400, agents=agents))  # type: ignore[arg-type]
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("pg_crash_child.py")),
+        dsn,
+        str(agents),
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    acks: list[list[str]] = []
+    # Kill after a random number of acknowledgements (not after a duration):
+    # the child is then somewhere inside its next units of work.
+    kill_after = random.Random().randint(100, 600)
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
+        assert line == b"ready\n"
+        while len(acks) < kill_after:
+            line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
+            assert line.endswith(b"\n"), "the child stopped before it was killed"
+            acks.append(line.decode().split())
+    finally:
+        child.kill()  # SIGKILL
+        rest = await child.stdout.read()
+        await child.wait()
+    for line in rest.decode().splitlines(keepends=True):
+        if line.endswith("\n") and line.split()[0] in {"claim", "renew", "done"}:
+            acks.append(line.split())
+    assert child.returncode == -9
+
+    reopened = await _open(stores, dsn)
+
+    def load(tx: Tx) -> tuple[list[Task], dict[tuple[str, int], Lease]]:
+        tasks = tx.list_tasks(BOARD)
+        leases = {
+            (lease.task_id, lease.epoch): lease
+            for task in tasks
+            for lease in tx.lease_history(BOARD, task.id)
+        }
+        return tasks, leases
+
+    tasks, leases = await reopened.read(load)
+    for word, agent_id, task_id, epoch, *rest_ in acks:
+        lease = leases.get((task_id, int(epoch)))
+        assert lease is not None, f"acknowledged {word} of {task_id}/{epoch} is missing"
+        assert lease.agent_id == agent_id
+        if word in {"renew", "done"}:
+            assert lease.version >= int(rest_[0]), f"acknowledged {word} lost: {lease}"
+        if word == "done":
+            assert lease.ended_at is not None
+    _assert_tasks_and_leases_agree(tasks, list(leases.values()))
+
+
+def _assert_tasks_and_leases_agree(tasks: list[Task], leases: list[Lease]) -> None:
+    live = [lease for lease in leases if lease.live]
+    by_task = {task.id: task for task in tasks}
+    for task in tasks:
+        mine = [lease for lease in live if lease.task_id == task.id]
+        if task.status is TaskStatus.IN_PROGRESS:
+            assert len(mine) == 1, f"{task.id} in progress with {len(mine)} live leases"
+            assert (mine[0].agent_id, mine[0].epoch) == (task.assignee, task.epoch)
+        else:
+            assert mine == [], f"{task.id} is {task.status} with a live lease"
+    for lease in live:
+        assert by_task[lease.task_id].status is TaskStatus.IN_PROGRESS
+
+
+# (d) the database is down ---------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_opening_a_store_on_a_closed_port_is_store_unavailable() -> None:
+    dsn = f"host=127.0.0.1 port={_closed_port()} user=postgres dbname=tenure"
+    with pytest.raises(StoreUnavailable) as caught:
+        await open_postgres(dsn, connect_timeout=2)
+    assert caught.value.code == "store_unavailable"
+    assert not isinstance(caught.value, psycopg.Error)
+
+
+async def test_killed_connections_are_replaced_without_the_caller_noticing(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(1))
+    _terminate_sessions(dsn)
+    assert [task.id for task in await store.run(lambda tx: tx.list_tasks(BOARD))] == ["t000"]
+
+
+async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_half_written(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    store = await _open(stores, dsn, timeout=1.0, connect_timeout=1.0)
+    await store.run(_board_with_tasks(1))
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    _terminate_sessions(dsn)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.run(_append())  # type: ignore[arg-type]
+        with pytest.raises(StoreUnavailable):
+            await store.events_after(0)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    # Back up: the store recovers by itself, and the failed write left nothing.
+    assert await store.events_after(0) == []
+
+
+async def test_a_write_cut_off_mid_transaction_keeps_nothing(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(1))
+
+    def half_written(tx: Tx) -> None:
+        tx.append_event(Event(EventType.TASK_CREATED, BOARD, tx.now))
+        _terminate_sessions(dsn)  # the connection dies inside the transaction
+        tx.append_event(Event(EventType.TASK_CREATED, BOARD, tx.now))
+
+    with pytest.raises(StoreUnavailable):
+        await store.run(half_written)
+    assert await store.events_after(0) == []
+
+
+def _terminate_sessions(dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+# (e) schema versions ---------------------------------------------------------------------
+
+
+async def test_a_database_one_migration_behind_is_refused_until_migrated() -> None:
+    dsn = empty_postgres_dsn()
+    head = migrate.latest_version("postgres")
+    migrate_postgres(dsn, target=head - 1)
+    assert postgres_schema_version(dsn) == head - 1
+
+    with pytest.raises(migrate.SchemaOutdated) as caught:
+        await open_postgres(dsn, migrate=False)
+    assert "tenure db migrate" in caught.value.message
+    assert caught.value.code == "store_unavailable"
+    assert postgres_schema_version(dsn) == head - 1  # refusing changed nothing
+
+    store = await open_postgres(dsn, migrate=True)
+    try:
+        assert await store.schema_version() == head
+    finally:
+        await store.close()
+    # Up to date now: opening without migrating is fine.
+    store = await open_postgres(dsn, migrate=False)
+    await store.close()
+
+
+async def test_a_database_newer_than_the_code_is_refused(dsn: str) -> None:
+    head = migrate.latest_version("postgres")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE meta SET value = %s WHERE key = %s", (str(head + 1), migrate.VERSION_KEY)
+        )
+    for apply in (True, False):
+        with pytest.raises(migrate.SchemaTooNew) as caught:
+            await open_postgres(dsn, migrate=apply)
+        assert "newer" in caught.value.message
+    assert postgres_schema_version(dsn) == head + 1
