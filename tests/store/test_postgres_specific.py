@@ -16,12 +16,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn
 
 from tenure.clock import FakeClock, OffsetClock
 from tenure.core.errors import StoreUnavailable
@@ -43,7 +45,6 @@ from tenure.store.postgres import (
     open_postgres,
     postgres_schema_version,
 )
-from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -65,22 +66,27 @@ async def stores() -> AsyncIterator[list[PostgresStore]]:
         await store.close()
 
 
-async def _open(stores: list[PostgresStore], dsn: str, **options: object) -> PostgresStore:
-    store = await open_postgres(dsn, max_size=2, **options)  # type: ignore[arg-type]
+async def _open(stores: list[PostgresStore], dsn: str, **options: Any) -> PostgresStore:
+    options.setdefault("max_size", 2)
+    store = await open_postgres(dsn, **options)
     stores.append(store)
     return store
 
 
-def _board_with_tasks(count: int, agents: int = 0) -> object:
+def _board_with_tasks(count: int, agents: int = 0) -> Callable[[Tx], None]:
     def unit(tx: Tx) -> None:
         tx.insert_board(Board(id=BOARD, name="Board", created_at=tx.now))
         for i in range(agents):
             tx.insert_agent(
-                Agent(board_id=BOARD, id=f"a{i}", name=f"a{i}", token_hash=f"h{i}", created_at=tx.now)
+                Agent(
+                    board_id=BOARD, id=f"a{i}", name=f"a{i}", token_hash=f"h{i}", created_at=tx.now
+                )
             )
         for i in range(count):
             tx.insert_task(
-                Task(board_id=BOARD, id=f"t{i:03d}", title="t", created_at=tx.now, updated_at=tx.now)
+                Task(
+                    board_id=BOARD, id=f"t{i:03d}", title="t", created_at=tx.now, updated_at=tx.now
+                )
             )
 
     return unit
@@ -155,7 +161,7 @@ async def test_an_injected_clock_replaces_the_database_clock(
 # (b) followers ---------------------------------------------------------------------
 
 
-def _append(task_id: str | None = None) -> object:
+def _append(task_id: str | None = None) -> Callable[[Tx], int]:
     def unit(tx: Tx) -> int:
         return tx.append_event(
             Event(EventType.TASK_CREATED, BOARD, tx.now, task_id=task_id, data={"n": 1})
@@ -177,7 +183,7 @@ async def test_an_event_written_through_one_store_wakes_a_follower_on_another(
         waiting = asyncio.create_task(follower.wait_for_events(after, timeout=60))
         await asyncio.sleep(0)  # let the follower register before the write
         assert not waiting.done()
-        event_id = await writer.run(_append(f"t{round_:03d}"))  # type: ignore[arg-type]
+        event_id = await writer.run(_append(f"t{round_:03d}"))
         # Woken by NOTIFY, long before its 60 s timeout.
         await asyncio.wait_for(waiting, timeout=10)
         seen = await follower.events_after(after)
@@ -190,7 +196,7 @@ async def test_a_follower_started_after_the_write_returns_at_once(
     writer = await _open(stores, dsn)
     follower = await _open(stores, dsn)
     await writer.run(_board_with_tasks(0))
-    await writer.run(_append())  # type: ignore[arg-type]
+    await writer.run(_append())
     await asyncio.wait_for(follower.wait_for_events(0, timeout=60), timeout=10)
     # and a follower already up to date waits out its timeout
     await asyncio.wait_for(follower.wait_for_events(1, timeout=0.05), timeout=10)
@@ -199,7 +205,7 @@ async def test_a_follower_started_after_the_write_returns_at_once(
 async def test_event_ids_become_visible_in_order_under_concurrent_appenders(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn)
+    store = await _open(stores, dsn, max_size=3)
     await store.run(_board_with_tasks(0))
     release = threading.Event()
 
@@ -210,7 +216,7 @@ async def test_event_ids_become_visible_in_order_under_concurrent_appenders(
 
     first = asyncio.create_task(store.run(slow_appender))
     await _until_advisory_lock_held(dsn)
-    second = asyncio.create_task(store.run(_append()))  # type: ignore[arg-type]
+    second = asyncio.create_task(store.run(_append()))
     await _until_advisory_lock_awaited(dsn)
     # The second appender queues behind the first: while the first is open,
     # a follower sees neither event, never the later id without the earlier.
@@ -251,7 +257,7 @@ async def test_a_sigkilled_writer_loses_no_acknowledged_operation(
 ) -> None:
     agents = 6
     setup = await _open(stores, dsn)
-    await setup.run(_board_with_tasks(400, agents=agents))  # type: ignore[arg-type]
+    await setup.run(_board_with_tasks(400, agents=agents))
 
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -356,14 +362,23 @@ async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_hal
     _terminate_sessions(dsn)
     try:
         with pytest.raises(StoreUnavailable):
-            await store.run(_append())  # type: ignore[arg-type]
+            await store.run(_append())
         with pytest.raises(StoreUnavailable):
             await store.events_after(0)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
-    # Back up: the store recovers by itself, and the failed write left nothing.
-    assert await store.events_after(0) == []
+    # Back up: the store recovers by itself (once the pool's reconnection
+    # backoff comes round), and the failed write left nothing.
+    for _ in range(60):
+        try:
+            events = await store.events_after(0)
+            break
+        except StoreUnavailable:
+            continue  # each try waits out the 1 s pool timeout
+    else:
+        raise AssertionError("the store never came back")
+    assert events == []
 
 
 async def test_a_write_cut_off_mid_transaction_keeps_nothing(
@@ -384,7 +399,9 @@ async def test_a_write_cut_off_mid_transaction_keeps_nothing(
 
 def _terminate_sessions(dsn: str) -> None:
     name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True
+    ) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",

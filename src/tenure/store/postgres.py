@@ -186,6 +186,7 @@ class PostgresStore:
         #: The injected clock, else this server's own; `tx.now` is what decides.
         self.clock: Clock = clock if clock is not None else process_clock
         self._timeout = timeout
+        self._max_size = workers
         self._connect_timeout = connect_timeout
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tenure-pg")
         self._closed = False
@@ -197,6 +198,7 @@ class PostgresStore:
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
+        self._listening = threading.Event()
 
     @property
     def dsn(self) -> str:
@@ -224,20 +226,32 @@ class PostgresStore:
         return await loop.run_in_executor(self._executor, call, *args)
 
     def _run_sync(self, fn: Callable[[Tx], T]) -> T:
-        attempt = 0
+        races = stale = 0
         while True:
-            attempt += 1
             try:
                 return self._attempt(fn)
+            except _StaleConnection as exc:
+                # A pooled connection died while idle (a server restart, a
+                # terminated backend). Nothing of `fn` ran: try another one;
+                # after as many as the pool holds, the database is down.
+                stale += 1
+                if stale > self._max_size:
+                    raise exc.error from exc
             except TransientFailure:
-                if attempt >= TRANSIENT_RETRIES:
+                races += 1
+                if races >= TRANSIENT_RETRIES:
                     raise
-                time.sleep(0.002 * attempt)  # back off from the winner, briefly
+                time.sleep(0.002 * races)  # back off from the winner, briefly
 
     def _attempt(self, fn: Callable[[Tx], T]) -> T:
         conn = self._getconn()
         try:
-            tx = self._begin(conn)
+            try:
+                tx = self._begin(conn)
+            except StoreUnavailable as err:
+                if conn.broken or conn.closed:
+                    raise _StaleConnection(err) from err
+                raise
             try:
                 result = fn(tx)
                 if tx.failure is not None:
@@ -354,6 +368,16 @@ class PostgresStore:
                 if entry in self._waiters:
                     self._waiters.remove(entry)
 
+    async def listen(self, timeout: float = 5.0) -> bool:
+        """Start following the event log now; True once LISTEN is in place.
+
+        `wait_for_events` starts the listener by itself; calling this first
+        (an SSE endpoint, a test) makes sure the first wait already hears
+        NOTIFY rather than only the catch-up read.
+        """
+        self._ensure_listener()
+        return await asyncio.to_thread(self._listening.wait, timeout)
+
     def _ensure_listener(self) -> None:
         if self._listener is not None:
             return
@@ -373,11 +397,13 @@ class PostgresStore:
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
                     self._saw(int(row[0]) if row else 0)
+                    self._listening.set()
                     backoff = 0.1
                     while not self._stop_listening.is_set():
                         for note in conn.notifies(timeout=_LISTEN_POLL_S):
                             self._saw(int(note.payload))
             except psycopg.Error:
+                self._listening.clear()
                 log.warning("event listener lost its connection; reconnecting", exc_info=True)
                 self._stop_listening.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -449,6 +475,14 @@ class PostgresStore:
             waiters, self._waiters = self._waiters, []
         for _, loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future)
+
+
+class _StaleConnection(Exception):
+    """BEGIN failed on a pooled connection that turned out to be dead."""
+
+    def __init__(self, error: StoreUnavailable) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
