@@ -23,6 +23,7 @@ from tenure.core.model import (
     TaskStatus,
     check_id,
 )
+from tenure.evidence import check_worktree
 from tenure.inputs import AgentProfile, TaskSpec, agent_profile, find_cycle, task_changes, task_spec, text
 from tenure.service import Coordinator
 from tenure.store.base import Tx
@@ -296,6 +297,10 @@ class Admin:
         """Register an agent (admin or enrolment key: returns its token once),
         or, under an agent's own token, update its profile."""
         profile = agent_profile(data)
+        if profile.worktree is not None:
+            # Stored resolved, and only under a configured root (tenure.evidence).
+            resolved = check_worktree(profile.worktree, self.c.options.allowed_worktree_roots)
+            profile = replace(profile, worktree=resolved)
         if caller.is_agent:
             return await self._update_profile(caller, profile)
         if caller.role is Role.ENROLMENT:
