@@ -75,6 +75,7 @@ from tenure.core.model import (
 from tenure.core.policy import (
     ConservativePolicy,
     DetectorPolicy,
+    Phase,
     Policy,
     ProgressivePolicy,
     detector_policy,
@@ -104,6 +105,7 @@ __all__ = [
     "Lease",
     "LeaseFlag",
     "LeaseState",
+    "Phase",
     "Policy",
     "Priority",
     "ProgressivePolicy",

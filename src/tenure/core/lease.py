@@ -280,7 +280,7 @@ def _with_report(lease: Lease, rep: Report, now: datetime, progress: int) -> Lea
         max_progress=max(lease.max_progress, progress),
         message=rep.message or lease.message,
         branch=rep.branch or lease.branch,
-        head_sha=rep.head_sha or lease.head_sha,
+        head_sha=rep.head_sha.lower() if rep.head_sha else lease.head_sha,
         last_signal_at=now,
         suspect_since=None,
         progress_changed_at=now if moved else lease.progress_changed_at,
