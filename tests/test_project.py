@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
@@ -82,3 +83,9 @@ def test_every_public_name_is_importable() -> None:
 
 def test_the_version_is_the_installed_distribution_version() -> None:
     assert tenure.__version__ == version("tenure")
+
+
+def test_the_shell_scripts_parse() -> None:
+    for script in ("scripts/tenure", "scripts/test", "scripts/_venv.sh", ".ci/run"):
+        checked = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
+        assert checked.returncode == 0, f"{script}: {checked.stderr}"
