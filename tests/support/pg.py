@@ -3,11 +3,12 @@
 The server is the machine's PostgreSQL at 127.0.0.1:5432 (trust auth, user
 `postgres`); `TENURE_TEST_PG` may name another admin DSN. Each test process
 (each pytest-xdist worker is one) migrates one template database,
-`tenure_tpl_<pid>`, the first time it needs one; every fresh database is then
-`CREATE DATABASE tenure_t_<pid>_<random> TEMPLATE tenure_tpl_<pid>`, a file
-copy of a few megabytes instead of a migration. Names carry the process id,
-so workers never share a template, and databases left behind by a process
-that died (a killed run) are dropped by the next run.
+`tenure_tpl_<pid>_<random>`, the first time it needs one; every fresh
+database is then `CREATE DATABASE tenure_t_<pid>_<random> TEMPLATE ...`, a
+copy of a few megabytes instead of a migration. Workers never share a
+template, so no lock is needed between them. Every database a process made is
+dropped when it exits; those of a process that died (a killed run) are
+dropped by the next run.
 
 When PostgreSQL cannot be reached its tests skip with a loud reason; with
 CI=true they fail instead, so CI never passes without having run them.
@@ -34,13 +35,19 @@ ADMIN_DSN = os.environ.get(
     "TENURE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 )
 _PREFIX = "tenure_"
-_OURS = re.compile(r"tenure_(?:tpl|t)_(\d+)(?:_[0-9a-f]+)?")
+_OURS = re.compile(r"tenure_(?:tpl|t)_(\d+)_[0-9a-f]{12}")
 
 _lock = threading.Lock()
 _available: bool | None = None
 _unavailable_reason = ""
 _template: str | None = None
 _created: list[str] = []
+
+
+def _new_name(kind: str) -> str:
+    # The pid lets a later run find the leftovers of a dead process; the
+    # random part keeps names unique even across pid namespaces.
+    return f"{_PREFIX}{kind}_{os.getpid()}_{uuid.uuid4().hex[:12]}"
 
 
 def dsn_for(database: str) -> str:
@@ -96,12 +103,19 @@ def _drop(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 def _drop_orphans(conn: psycopg.Connection[Any]) -> None:
-    """Drop test databases of processes that are gone (a killed earlier run)."""
+    """Drop test databases of processes that are gone (a killed earlier run).
+
+    Without FORCE: a database somebody is still connected to (a process in
+    another pid namespace, say) is left alone.
+    """
     names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
     for name in names:
         match = _OURS.fullmatch(name)
         if match and not _alive(int(match.group(1))):
-            _drop(conn, name)
+            try:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            except psycopg.Error:
+                continue
 
 
 def _ensure_template() -> str:
@@ -109,10 +123,9 @@ def _ensure_template() -> str:
     with _lock:
         if _template is not None:
             return _template
-        name = f"{_PREFIX}tpl_{os.getpid()}"
+        name = _new_name("tpl")
         with _admin() as conn:
             _drop_orphans(conn)
-            _drop(conn, name)
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         migrate_postgres(dsn_for(name))
         with _admin() as conn:
@@ -138,7 +151,7 @@ def fresh_postgres_dsn() -> str:
     """
     require_postgres()
     template = _ensure_template()
-    name = f"{_PREFIX}t_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    name = _new_name("t")
     with _admin() as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
@@ -153,9 +166,8 @@ def fresh_postgres_dsn() -> str:
 def empty_postgres_dsn() -> str:
     """The DSN of a new database with no schema at all (for migration tests)."""
     require_postgres()
-    name = f"{_PREFIX}t_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    name = _new_name("t")
     with _admin() as conn:
-        _drop(conn, name)
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with _lock:
         if not _created:
