@@ -24,7 +24,15 @@ from tenure.core.model import (
     check_id,
 )
 from tenure.evidence import check_worktree
-from tenure.inputs import AgentProfile, TaskSpec, agent_profile, find_cycle, task_changes, task_spec, text
+from tenure.inputs import (
+    AgentProfile,
+    TaskSpec,
+    agent_profile,
+    find_cycle,
+    task_changes,
+    task_spec,
+    text,
+)
 from tenure.service import Coordinator
 from tenure.store.base import Tx
 from tenure.units import Effects, write
@@ -78,9 +86,7 @@ class Admin:
         enrolment, viewer = new_token(Role.ENROLMENT), new_token(Role.VIEWER)
 
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
-            board = Board(
-                board_id, name, tx.now, root, token_hash(enrolment), token_hash(viewer)
-            )
+            board = Board(board_id, name, tx.now, root, token_hash(enrolment), token_hash(viewer))
             tx.insert_board(board)
             return {"board": board_view(board), "enrolment_key": enrolment, "viewer_token": viewer}
 
@@ -107,7 +113,9 @@ class Admin:
         return self.c._board_scope(caller, board_id)
 
     # ------------------------------------------------------------------ tasks
-    async def add_task(self, caller: Caller, board_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    async def add_task(
+        self, caller: Caller, board_id: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Add one task to a board (admin)."""
         added = await self.import_tasks(caller, board_id, [data])
         return added[0]
@@ -156,7 +164,9 @@ class Admin:
             dependencies=spec.dependencies,
         )
 
-    def _check_dependencies(self, tx: Tx, board_id: str, changed: Mapping[str, Iterable[str]]) -> None:
+    def _check_dependencies(
+        self, tx: Tx, board_id: str, changed: Mapping[str, Iterable[str]]
+    ) -> None:
         """Refuse unknown dependencies and cycles, judged on the whole board."""
         edges = {t.id: t.dependencies for t in tx.list_tasks(board_id)}
         edges.update({k: tuple(v) for k, v in changed.items()})
@@ -202,9 +212,15 @@ class Admin:
                 raise NotFound(f"no task {task_id!r} on this board")
             now = tx.now
             view = task_view(
-                task, now, self.c.policy, tx.live_lease(scope, task_id), include_expired_handoff=True
+                task,
+                now,
+                self.c.policy,
+                tx.live_lease(scope, task_id),
+                include_expired_handoff=True,
             )
-            view["history"] = [lease_view(l, now, self.c.policy) for l in tx.lease_history(scope, task_id)]
+            view["history"] = [
+                lease_view(past, now, self.c.policy) for past in tx.lease_history(scope, task_id)
+            ]
             view["comments"] = [
                 {"at": c.at.isoformat(), "author": c.author, "body": c.body}
                 for c in tx.comments(scope, task_id)
@@ -227,7 +243,13 @@ class Admin:
                 self._check_dependencies(tx, board_id, {task_id: updated.dependencies})
             tx.update_task(updated)
             tx.append_event(
-                Event(EventType.TASK_UPDATED, board_id, tx.now, task_id, data={"fields": sorted(changes)})
+                Event(
+                    EventType.TASK_UPDATED,
+                    board_id,
+                    tx.now,
+                    task_id,
+                    data={"fields": sorted(changes)},
+                )
             )
             return task_view(updated, tx.now, self.c.policy, tx.live_lease(board_id, task_id))
 
@@ -337,7 +359,11 @@ class Admin:
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             agent = self.c._agent(tx, caller)
             updated = replace(
-                agent, name=profile.name, role=profile.role, skills=profile.skills, worktree=profile.worktree
+                agent,
+                name=profile.name,
+                role=profile.role,
+                skills=profile.skills,
+                worktree=profile.worktree,
             )
             tx.update_agent(updated)
             self.c._touch_others(tx, updated, effects, skip=None)
@@ -345,13 +371,17 @@ class Admin:
 
         return await self.c.run(unit)
 
-    async def list_agents(self, caller: Caller, board_id: str | None = None) -> list[dict[str, Any]]:
+    async def list_agents(
+        self, caller: Caller, board_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """A board's agents (never their tokens)."""
         scope = self._scope(caller, board_id) if not caller.is_agent else caller.board_id
         assert scope is not None
         return await self.c.store.read(lambda tx: [agent_view(a) for a in tx.list_agents(scope)])
 
-    async def _agent_op(self, caller: Caller, board_id: str, agent_id: str, what: str, fn: Any) -> Any:
+    async def _agent_op(
+        self, caller: Caller, board_id: str, agent_id: str, what: str, fn: Any
+    ) -> Any:
         require_admin(caller, what)
 
         def unit(tx: Tx, effects: Effects) -> Any:
@@ -370,10 +400,14 @@ class Admin:
             tx.update_agent(revoked)
             return agent_view(revoked)
 
-        result: dict[str, Any] = await self._agent_op(caller, board_id, agent_id, "revoking a token", fn)
+        result: dict[str, Any] = await self._agent_op(
+            caller, board_id, agent_id, "revoking a token", fn
+        )
         return result
 
-    async def rotate_agent_token(self, caller: Caller, board_id: str, agent_id: str) -> dict[str, Any]:
+    async def rotate_agent_token(
+        self, caller: Caller, board_id: str, agent_id: str
+    ) -> dict[str, Any]:
         """A new token for an agent; the old one stops working at once."""
         token = new_token(Role.AGENT)
 
@@ -382,7 +416,9 @@ class Admin:
             tx.update_agent(rotated)
             return {"agent": agent_view(rotated), "token": token}
 
-        result: dict[str, Any] = await self._agent_op(caller, board_id, agent_id, "rotating a token", fn)
+        result: dict[str, Any] = await self._agent_op(
+            caller, board_id, agent_id, "rotating a token", fn
+        )
         return result
 
     async def deregister_agent(self, caller: Caller, board_id: str, agent_id: str) -> None:
@@ -396,10 +432,14 @@ class Admin:
         await self._agent_op(caller, board_id, agent_id, "deregistering an agent", fn)
 
     # ------------------------------------------------------------ observation
-    async def list_leases(self, caller: Caller, board_id: str | None = None) -> list[dict[str, Any]]:
+    async def list_leases(
+        self, caller: Caller, board_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """The live leases of a board (all boards for an admin who names none)."""
-        scope = None if caller.is_admin and board_id is None else (
-            caller.board_id if caller.is_agent else self._scope(caller, board_id)
+        scope = (
+            None
+            if caller.is_admin and board_id is None
+            else (caller.board_id if caller.is_agent else self._scope(caller, board_id))
         )
 
         def unit(tx: Tx) -> list[dict[str, Any]]:
@@ -409,12 +449,16 @@ class Admin:
 
     async def statistics(self, caller: Caller, board_id: str | None = None) -> dict[str, Any]:
         """Leases by state and flag, average renewals, and the counters."""
-        scope = None if caller.is_admin and board_id is None else (
-            caller.board_id if caller.is_agent else self._scope(caller, board_id)
+        scope = (
+            None
+            if caller.is_admin and board_id is None
+            else (caller.board_id if caller.is_agent else self._scope(caller, board_id))
         )
 
         def unit(tx: Tx) -> dict[str, Any]:
-            figures = rules.statistics(tx.live_leases(scope), tx.now, self.c.policy, tx.counters(scope))
+            figures = rules.statistics(
+                tx.live_leases(scope), tx.now, self.c.policy, tx.counters(scope)
+            )
             figures["board_id"] = scope
             return figures
 
@@ -432,8 +476,10 @@ class Admin:
         limit: int = 500,
     ) -> list[dict[str, Any]]:
         """The event log, filtered; ordered by id (resume with `after`)."""
-        scope = None if caller.is_admin and board_id is None else (
-            caller.board_id if caller.is_agent else self._scope(caller, board_id)
+        scope = (
+            None
+            if caller.is_admin and board_id is None
+            else (caller.board_id if caller.is_agent else self._scope(caller, board_id))
         )
         if not 1 <= limit <= 5000:
             raise InvalidInput("limit must be between 1 and 5000", details={"field": "limit"})

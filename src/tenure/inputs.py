@@ -7,7 +7,7 @@ codes (SPEC, Errors and limits).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,7 +161,7 @@ def task_spec(data: Mapping[str, Any]) -> TaskSpec:
 
 def task_changes(data: Mapping[str, Any]) -> dict[str, Any]:
     """Check the fields of a task update; returns only the fields given."""
-    allowed = {
+    allowed: dict[str, Callable[[Any], Any]] = {
         "title": lambda v: text(v, "title", TITLE_MAX, required=True),
         "description": lambda v: text(v, "description", DESCRIPTION_MAX),
         "priority": priority,
@@ -180,7 +180,7 @@ def task_changes(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def agent_profile(data: Mapping[str, Any]) -> AgentProfile:
     """Check an agent's registration fields."""
-    agent_id = check_id(data.get("agent_id", data.get("id")), "agent_id")  # type: ignore[arg-type]
+    agent_id = check_id(data.get("agent_id", data.get("id")), "agent_id")
     worktree = data.get("worktree")
     if worktree is not None:
         worktree = text(worktree, "worktree", PATH_MAX, required=True)

@@ -12,6 +12,7 @@ raises, the task group (and so the server) stops, never half alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,9 @@ log = logging.getLogger("tenure.monitor")
 class EvidenceSource(Protocol):
     """Looks at an agent's worktree for signs of life (see `tenure.evidence`)."""
 
-    async def probe(self, lease: Lease, agent: Agent | None, board: Board | None) -> Evidence | None:
+    async def probe(
+        self, lease: Lease, agent: Agent | None, board: Board | None
+    ) -> Evidence | None:
         """What the worktree shows now, or None when there is nothing to look at."""
 
 
@@ -53,7 +56,9 @@ class PassResult:
 
     @property
     def changed(self) -> bool:
-        return bool(self.recovered or self.dead_lettered or self.released or self.extended or self.signalled)
+        return bool(
+            self.recovered or self.dead_lettered or self.released or self.extended or self.signalled
+        )
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Monitor:
         self.stats = MonitorStats()
         self.on_pass = on_pass
         self._stopping = asyncio.Event()
+        self._callbacks: set[asyncio.Future[None]] = set()
 
     def statistics(self) -> MonitorStats:
         """The monitor's running figures."""
@@ -97,10 +103,8 @@ class Monitor:
         """Pass every `interval` seconds until `stop()`; errors propagate."""
         while not self._stopping.is_set():
             await self.run_pass()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
 
     def stop(self) -> None:
         """Finish the pass in flight, then return from `run`."""
@@ -138,13 +142,17 @@ class Monitor:
         for lease in leases:
             await self._judge(lease, evidence.get(_key(lease)), result)
 
-    async def _probe(self, lease: Lease, agent: Agent | None, board: Board | None) -> Evidence | None:
+    async def _probe(
+        self, lease: Lease, agent: Agent | None, board: Board | None
+    ) -> Evidence | None:
         assert self.evidence is not None
         async with self._probe_slots:
             try:
                 return await self.evidence.probe(lease, agent, board)
             except Exception:  # a probe failure is "no evidence", never a dead monitor
-                log.warning("evidence probe failed for %s/%s", lease.board_id, lease.task_id, exc_info=True)
+                log.warning(
+                    "evidence probe failed for %s/%s", lease.board_id, lease.task_id, exc_info=True
+                )
                 return None
 
     async def _judge(self, seen: Lease, evidence: Evidence | None, result: PassResult) -> None:
@@ -196,7 +204,8 @@ class Monitor:
         if self.on_pass is not None:
             outcome = self.on_pass(result)
             if outcome is not None:
-                asyncio.ensure_future(outcome)
+                self._callbacks.add(asyncio.ensure_future(outcome))
+                self._callbacks = {t for t in self._callbacks if not t.done()}
 
 
 def _key(lease: Lease) -> tuple[str, str, int]:

@@ -18,8 +18,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, token_hash
 from tenure.core import lease as rules
@@ -57,8 +57,8 @@ class Options:
     allowed_worktree_roots: tuple[str, ...] = ()
 
 
-class Sink:
-    """Where post-commit effects go: metrics and telemetry. The default does nothing."""
+class Sink(Protocol):
+    """Where post-commit effects go: metrics and telemetry (see `tenure.telemetry`)."""
 
     def count(self, counter: str, n: int = 1) -> None:
         """Count one happening (a `tenure.core.model.Counter` value)."""
@@ -70,6 +70,19 @@ class Sink:
         """Seconds from a lease's expiry to its recovery."""
 
 
+class NullSink:
+    """A sink that drops everything (libraries and tests that do not care)."""
+
+    def count(self, counter: str, n: int = 1) -> None:
+        pass
+
+    def lease_expired(self, payload: dict[str, Any]) -> None:
+        pass
+
+    def detection(self, seconds: float) -> None:
+        pass
+
+
 @dataclass
 class Coordinator:
     """Tenure's use cases. Create one per process over an open store."""
@@ -77,7 +90,7 @@ class Coordinator:
     store: Store
     policy: Policy = field(default_factory=Policy)
     options: Options = field(default_factory=Options)
-    sink: Sink = field(default_factory=Sink)
+    sink: Sink = field(default_factory=NullSink)
 
     def __post_init__(self) -> None:
         # Administration lives in its own module; it needs this object, so it
@@ -96,7 +109,7 @@ class Coordinator:
         for _attempt in range(RACE_RETRIES):
             effects = Effects()
             try:
-                result = await self.store.run(lambda tx: unit(tx, effects))
+                result = await self.store.run(partial(_with_effects, unit, effects))
             except RaceLost:
                 await asyncio.sleep(0)
                 continue
@@ -130,7 +143,9 @@ class Coordinator:
         elif role is Role.ENROLMENT or role is Role.VIEWER:
             board = tx.board_by_key_hash(digest)
             if board is not None:
-                hit = board.enrolment_key_hash if role is Role.ENROLMENT else board.viewer_token_hash
+                hit = (
+                    board.enrolment_key_hash if role is Role.ENROLMENT else board.viewer_token_hash
+                )
                 if hit == digest:
                     return Caller(role, board.id)
         elif role is Role.ADMIN:
@@ -196,7 +211,8 @@ class Coordinator:
     def _subject(self, tx: Tx, agent: Agent, task: Task) -> Subject:
         live = tx.live_lease(task.board_id, task.id)
         callers_last = (
-            live if live is not None and live.agent_id == agent.id
+            live
+            if live is not None and live.agent_id == agent.id
             else tx.last_lease_of(task.board_id, task.id, agent.id)
         )
         holds_other = any(
@@ -271,7 +287,9 @@ class Coordinator:
 
         return await self.run(unit)
 
-    async def assign(self, caller: Caller, board_id: str, task_id: str, agent_id: str) -> dict[str, Any]:
+    async def assign(
+        self, caller: Caller, board_id: str, task_id: str, agent_id: str
+    ) -> dict[str, Any]:
         """Admin: give a named task to a named agent, through the claim path."""
         if not caller.is_admin:
             raise Forbidden("assigning a task needs the admin token")
@@ -350,7 +368,9 @@ class Coordinator:
             self._act(
                 caller,
                 task_id,
-                lambda tx, subject, agent: rules.report(subject, agent.id, report, tx.now, self.policy),
+                lambda tx, subject, agent: rules.report(
+                    subject, agent.id, report, tx.now, self.policy
+                ),
             )
         )
 
@@ -392,7 +412,9 @@ class Coordinator:
             self._act(
                 caller,
                 task_id,
-                lambda tx, subject, agent: rules.block(subject, agent.id, tx.now, self.policy, reason=reason),
+                lambda tx, subject, agent: rules.block(
+                    subject, agent.id, tx.now, self.policy, reason=reason
+                ),
             )
         )
 
@@ -402,12 +424,20 @@ class Coordinator:
             self._act(
                 caller,
                 task_id,
-                lambda tx, subject, agent: rules.release(subject, agent.id, tx.now, self.policy, message=message),
+                lambda tx, subject, agent: rules.release(
+                    subject, agent.id, tx.now, self.policy, message=message
+                ),
             )
         )
 
     async def validation_result(
-        self, caller: Caller, task_id: str, passed: bool, note: str = "", *, board_id: str | None = None
+        self,
+        caller: Caller,
+        task_id: str,
+        passed: bool,
+        note: str = "",
+        *,
+        board_id: str | None = None,
     ) -> dict[str, Any]:
         """The result of a validation window: by the holder, or by an admin/checker."""
         if caller.is_agent:
@@ -432,11 +462,17 @@ class Coordinator:
             )
             write(tx, change, effects)
             current = change.task or task
-            return {"ok": True, "result": str(change.kind), "task": task_view(current, tx.now, self.policy)}
+            return {
+                "ok": True,
+                "result": str(change.kind),
+                "task": task_view(current, tx.now, self.policy),
+            }
 
         return await self.run(unit)
 
-    async def get_task_context(self, caller: Caller, task_id: str, board_id: str | None = None) -> dict[str, Any]:
+    async def get_task_context(
+        self, caller: Caller, task_id: str, board_id: str | None = None
+    ) -> dict[str, Any]:
         """Everything an agent needs to work on a task: the task, its handoff,
         its comments and its dependencies with their state."""
 
@@ -453,7 +489,9 @@ class Coordinator:
             now = tx.now
             statuses = tx.task_statuses(scope, task.dependencies) if task.dependencies else {}
             answer = {
-                "task": task_view(task, now, self.policy, live, include_expired_handoff=caller.is_admin),
+                "task": task_view(
+                    task, now, self.policy, live, include_expired_handoff=caller.is_admin
+                ),
                 "handoff": task_view(task, now, self.policy)["handoff"],
                 "dependencies": [
                     {"id": dep, "status": str(statuses[dep]) if dep in statuses else "missing"}
@@ -514,6 +552,10 @@ class Coordinator:
         await self.run(unit)
 
 
+def _with_effects(unit: Callable[[Tx, Effects], T], effects: Effects, tx: Tx) -> T:
+    return unit(tx, effects)
+
+
 def _merge(first: Change, second: Change) -> Change:
     """Two successive changes of one lease as one (the second was made from the first)."""
     return replace(
@@ -529,4 +571,4 @@ def _merge(first: Change, second: Change) -> Change:
     )
 
 
-__all__ = ["Coordinator", "Options", "Sink", "TenureError"]
+__all__ = ["Coordinator", "NullSink", "Options", "Sink", "TenureError"]

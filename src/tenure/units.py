@@ -21,7 +21,7 @@ from tenure.store.base import Tx
 TENURE_AUTHOR = "tenure"
 
 
-class RaceLost(Exception):  # noqa: N818 - a signal, not an error a caller sees
+class RaceLost(Exception):
     """Another writer changed the lease since this unit of work read it."""
 
 
@@ -74,9 +74,7 @@ def write(tx: Tx, change: Change, effects: Effects | None = None) -> None:
     if board_id is not None:
         for counter in change.counters:
             tx.bump(board_id, str(counter))
-        task_id = (
-            change.task.id if change.task else change.lease.task_id if change.lease else None
-        )
+        task_id = change.task.id if change.task else change.lease.task_id if change.lease else None
         if task_id is not None:
             for body in change.comments:
                 tx.add_comment(Comment(board_id, task_id, tx.now, TENURE_AUTHOR, body))

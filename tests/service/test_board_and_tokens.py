@@ -1,0 +1,127 @@
+"""Tokens, boards, tasks and claiming through the Coordinator."""
+
+from __future__ import annotations
+
+import pytest
+from tests.support.world import World
+
+from tenure.core.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+
+
+async def test_a_revoked_or_rotated_away_token_is_refused(world: World) -> None:
+    await world.add_agent("a1")
+    old = world.tokens["a1"]
+    caller = await world.coordinator.authenticate(old)
+    assert caller.agent_id == "a1"
+    rotated = await world.coordinator.admin.rotate_agent_token(world.admin, "b1", "a1")
+    with pytest.raises(Unauthorized):
+        await world.coordinator.authenticate(old)
+    assert (await world.coordinator.authenticate(rotated["token"])).agent_id == "a1"
+    await world.coordinator.admin.revoke_agent(world.admin, "b1", "a1")
+    with pytest.raises(Unauthorized):
+        await world.coordinator.authenticate(rotated["token"])
+    with pytest.raises(Unauthorized):
+        await world.claim(caller)
+
+
+async def test_an_enrolment_key_registers_agents_and_nothing_else(world: World) -> None:
+    made = await world.setup_board("b2")
+    key = await world.coordinator.authenticate(made["enrolment_key"])
+    registered = await world.coordinator.admin.register_agent(key, {"agent_id": "e1"})
+    assert registered["agent"]["board_id"] == "b2"
+    agent = await world.coordinator.authenticate(registered["token"])
+    assert (agent.board_id, agent.agent_id) == ("b2", "e1")
+    with pytest.raises(Forbidden):
+        await world.claim(key)
+    with pytest.raises(Forbidden):
+        await world.coordinator.admin.add_task(key, "b2", {"id": "T", "title": "t"})
+    with pytest.raises(Forbidden):
+        await world.coordinator.admin.create_board(key, "b3")
+
+
+async def test_unknown_tokens_are_unauthorized(world: World) -> None:
+    for token in (None, "", "tnr_agent_nope", "tnr_admin_nope", "garbage"):
+        with pytest.raises(Unauthorized):
+            await world.coordinator.authenticate(token)
+
+
+async def test_claims_follow_dependencies_skills_and_priority(world: World) -> None:
+    a1 = await world.add_agent("a1", skills=["python"])
+    await world.add_task("base", priority="low")
+    await world.add_task("after", priority="urgent", dependencies=["base"])
+    await world.add_task("rusty", priority="urgent", required_skills=["rust"])
+    await world.add_task("medium")
+    first = await world.claim(a1)
+    assert first["task"]["id"] == "medium"  # 'after' waits on 'base'; 'rusty' needs rust
+    await world.report(a1, "medium", status="completed", progress=100)
+    assert (await world.claim(a1))["task"]["id"] == "base"
+    await world.report(a1, "base", status="completed", progress=100)
+    assert (await world.claim(a1))["task"]["id"] == "after"
+    await world.report(a1, "after", status="completed", progress=100)
+    nothing = await world.claim(a1)
+    assert nothing["task"] is None
+    assert nothing["reason"] == "skills_unmatched"
+    assert nothing["retry_after_s"] > 0
+
+
+async def test_an_agent_holding_a_task_is_told_so(world: World) -> None:
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.add_task("T2")
+    await world.claim(a1)
+    again = await world.claim(a1)
+    assert again["task"] is None
+    assert again["reason"] == "agent_holds_a_task"
+
+
+async def test_recovered_tasks_are_claimed_first(world: World) -> None:
+    a1 = await world.add_agent("a1")
+    a2 = await world.add_agent("a2")
+    await world.add_task("old", priority="low")
+    await world.claim(a1)
+    await world.add_task("new", priority="urgent")
+    await world.advance(241)
+    assert (await world.claim(a2))["task"]["id"] == "old"
+
+
+async def test_a_dependency_cycle_or_unknown_dependency_is_refused_whole(world: World) -> None:
+    await world.add_task("A")
+    with pytest.raises(Conflict):
+        await world.coordinator.admin.import_tasks(
+            world.admin,
+            "b1",
+            [
+                {"id": "B", "title": "b", "dependencies": ["C"]},
+                {"id": "C", "title": "c", "dependencies": ["B"]},
+            ],
+        )
+    with pytest.raises(InvalidInput):
+        await world.add_task("D", dependencies=["nope"])
+    with pytest.raises(Conflict):
+        await world.coordinator.admin.update_task(world.admin, "b1", "A", {"dependencies": ["A"]})
+    listed = [t["id"] for t in await world.coordinator.admin.list_tasks(world.admin, "b1")]
+    assert listed == ["A"]
+
+
+async def test_any_call_of_the_holder_extends_its_lease_and_never_shortens_it(world: World) -> None:
+    a1 = await world.add_agent("a1")
+    a2 = await world.add_agent("a2")
+    await world.add_task("T1")
+    first = await world.claim(a1)
+    world.clock.advance(100)
+    notice = await world.coordinator.touch(a1)
+    touched = notice["leases"][0]
+    assert touched["expires_at"] > first["lease"]["expires_at"]
+    world.clock.advance(10)
+    await world.coordinator.touch(a2)  # another agent's call moves nothing
+    assert (await world.task("T1"))["lease"]["expires_at"] == touched["expires_at"]
+
+
+async def test_the_statistics_count_leases_and_recoveries(world: World) -> None:
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.add_task("T2")
+    await world.claim(a1)
+    await world.advance(241)
+    stats = await world.coordinator.admin.statistics(world.admin, "b1")
+    assert stats["counters"].get("recoveries.lease_expired") == 1
