@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Modules that add commands or groups to `app` through `register(app)`.
-COMMAND_MODULES: tuple[str, ...] = ("tenure.cli_config",)
+COMMAND_MODULES: tuple[str, ...] = ("tenure.cli_config", "tenure.cli_mcp")
 
 
 @app.command()

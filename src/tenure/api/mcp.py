@@ -1,0 +1,432 @@
+"""MCP for AI agents: Tenure's tools over streamable HTTP at `/mcp`.
+
+The server enters `mcp_extension(app, runtime)` in its lifespan; it runs the
+SDK's session manager there and mounts `/mcp` on the app. Every request
+passes through `McpEndpoint`, which does what the SDK cannot know about:
+
+- **Identity.** Every request carries a bearer token. The endpoint resolves
+  it to a `Caller` before the SDK sees the request (a missing or unknown
+  token is answered 401 in SPEC's error shape) and hands the caller to the
+  tools through the request scope. A session opened under a board's
+  enrolment key is bound, by `register_agent`, to the agent it created: the
+  binding (session id -> agent) is held here, server-side, and honoured only
+  for requests that present the token that opened the session or the new
+  agent's token. No tool takes an agent id that could be faked.
+- **Sessions.** A session opened by an agent calls
+  `Coordinator.session_opened`; the client's `DELETE` of its session calls
+  `session_closed` (when it was the agent's last open session, the
+  Coordinator marks its leases suspect). A client whose connection drops
+  without a DELETE (its process was killed) is noticed when its standing
+  `GET` stream ends: that counts as a close too, and a request on the same
+  session afterwards (a client that reconnects) counts as a reopen. A server
+  shutting down never calls `session_closed`.
+- **One protocol era.** The SDK also serves the sessionless 2026 protocol. A
+  client that probes for it with `server/discover` is told the method does
+  not exist, so clients that can (the SDK's own, in `auto` mode) fall back to
+  the session handshake, whose sessions Tenure can follow. A client pinned
+  to the sessionless protocol still works; its leases fall back to expiry.
+
+Tools, their schemas and their calls live in `tenure.api.mcp_tools`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenure import __version__
+from tenure.api.mcp_tools import TOOLS, call_tool
+from tenure.auth import Caller, token_hash
+from tenure.core.errors import TenureError, Unauthorized
+from tenure.service import Coordinator
+
+log = logging.getLogger("tenure.mcp")
+
+#: Where the endpoint leaves the resolved caller for the tools.
+CALLER_SCOPE_KEY = "tenure.caller"
+SESSION_HEADER = "mcp-session-id"
+METHOD_HEADER = "mcp-method"
+#: SPEC's request body limit.
+MAX_BODY_BYTES = 1024 * 1024
+#: JSON-RPC "method not found".
+_METHOD_NOT_FOUND = -32601
+
+INSTRUCTIONS = (
+    "Tenure hands you tasks under leases. Loop: request_next_task; if it gives a task "
+    "with a handoff, follow handoff.instructions first; work, calling "
+    "report_task_progress (progress, message, branch, head_sha) every few minutes; "
+    "finish with report_task_progress status=completed, or report_blocker, or "
+    "release_task. Any tool call keeps your lease alive. Every answer's `notice` shows "
+    "your leases and any you lost. On error code lease_lost: stop that task at once, "
+    "push nothing more for it, and call request_next_task."
+)
+
+
+class Runtime(Protocol):
+    """What `mcp_extension` needs from the server's runtime."""
+
+    @property
+    def coordinator(self) -> Coordinator: ...
+
+
+# ------------------------------------------------------------------ sessions
+@dataclass
+class _Session:
+    """One MCP session as Tenure follows it."""
+
+    opener: str  # digest of the token that opened it
+    caller: Caller | None = None  # the agent it acts as, once known
+    agent_token: str | None = None  # digest of that agent's token, when bound
+    open: bool = False  # counted open in the Coordinator
+    closing: bool = False  # a DELETE is in flight
+    streams: int = 0  # standing GET streams in flight
+
+    def accepts(self, digest: str | None) -> bool:
+        """A request may use this session only with the token that opened it or its agent's."""
+        return digest is not None and digest in (self.opener, self.agent_token)
+
+
+@dataclass
+class SessionBook:
+    """Which agent each MCP session belongs to, and whether it counts as open.
+
+    Held in this process's memory: with several replicas, route a session's
+    requests to one replica (sticky sessions) or lose close detection.
+    """
+
+    coordinator: Coordinator
+    sessions: dict[str, _Session] = field(default_factory=dict)
+    shutting_down: bool = False
+
+    def get(self, session_id: str | None) -> _Session | None:
+        return self.sessions.get(session_id) if session_id else None
+
+    def caller_of(self, session_id: str | None, digest: str | None) -> Caller | None:
+        """The agent a session is bound to, if `digest` may use it."""
+        entry = self.get(session_id)
+        if entry is not None and entry.caller is not None and entry.accepts(digest):
+            return entry.caller
+        return None
+
+    async def opened(self, session_id: str, digest: str, caller: Caller) -> None:
+        """A new session: an agent's counts as open at once; others wait for a binding."""
+        entry = _Session(opener=digest)
+        self.sessions[session_id] = entry
+        if caller.is_agent:
+            entry.caller = caller
+            await self._open(entry)
+
+    async def bind(self, session_id: str, caller: Caller, token: str) -> None:
+        """`register_agent` under an enrolment key: the session now acts as `caller`."""
+        entry = self.get(session_id)
+        if entry is None or entry.caller is not None:
+            return
+        entry.caller = caller
+        entry.agent_token = token_hash(token)
+        await self._open(entry)
+
+    async def resumed(self, session_id: str) -> None:
+        """A request on a session whose connection had dropped: it is back."""
+        entry = self.get(session_id)
+        if entry is not None and not entry.open and not entry.closing and entry.caller is not None:
+            await self._open(entry)
+
+    async def dropped(self, session_id: str) -> None:
+        """The session's standing stream ended without a DELETE: the client is gone."""
+        entry = self.get(session_id)
+        if entry is None or self.shutting_down or entry.closing or entry.streams:
+            return
+        await self._close(entry)
+
+    async def closed(self, session_id: str) -> None:
+        """The client deleted its session (or the SDK no longer knows it)."""
+        entry = self.sessions.pop(session_id, None)
+        if entry is not None and not self.shutting_down:
+            await self._close(entry)
+
+    async def _open(self, entry: _Session) -> None:
+        if entry.open or entry.caller is None:
+            return
+        entry.open = True
+        try:
+            await self.coordinator.session_opened(entry.caller)
+        except TenureError as err:
+            log.warning("session_opened for %s failed: %s", entry.caller.agent_id, err.message)
+
+    async def _close(self, entry: _Session) -> None:
+        if not entry.open or entry.caller is None:
+            return
+        entry.open = False
+        try:
+            await self.coordinator.session_closed(entry.caller)
+        except TenureError as err:
+            log.warning("session_closed for %s failed: %s", entry.caller.agent_id, err.message)
+
+
+# ------------------------------------------------------------------ endpoint
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def _send_json(
+    send: Send, status: int, body: Any, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    payload = json.dumps(body).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _jsonrpc_error(code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+
+
+@dataclass
+class McpEndpoint:
+    """The ASGI app mounted at `/mcp`: identity and session tracking around the SDK."""
+
+    coordinator: Coordinator
+    manager: StreamableHTTPSessionManager
+    book: SessionBook
+
+    @classmethod
+    def create(cls, coordinator: Coordinator) -> McpEndpoint:
+        """An endpoint serving Tenure's tools over `coordinator` (run `manager.run()`)."""
+        book = SessionBook(coordinator)
+        server = build_server(coordinator, book)
+        manager = StreamableHTTPSessionManager(
+            app=server,
+            json_response=False,
+            stateless=False,
+            max_request_body_size=MAX_BODY_BYTES,
+        )
+        return cls(coordinator, manager, book)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.manager.handle_request(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        method = scope["method"]
+        session_id = headers.get(SESSION_HEADER)
+        if (
+            method == "POST"
+            and session_id is None
+            and headers.get(METHOD_HEADER) == "server/discover"
+        ):
+            # Steer probing clients to the session handshake (see the module docstring).
+            await _send_json(
+                send, 404, _jsonrpc_error(_METHOD_NOT_FOUND, "server/discover is not offered")
+            )
+            return
+        token = _bearer(headers)
+        digest = token_hash(token) if token else None
+        entry = self.book.get(session_id)
+        if entry is not None and not entry.accepts(digest):
+            # Another credential may not use (or end) someone's session.
+            await _send_json(send, 404, _jsonrpc_error(-32600, "Session not found"))
+            return
+        try:
+            caller = self.book.caller_of(session_id, digest)
+            if caller is None:
+                caller = await self.coordinator.authenticate(token)
+        except TenureError as err:
+            extra = ((b"www-authenticate", b"Bearer"),) if isinstance(err, Unauthorized) else ()
+            await _send_json(send, err.http_status, err.to_dict(), extra)
+            return
+        scope[CALLER_SCOPE_KEY] = caller
+
+        if method == "DELETE":
+            await self._delete(session_id, entry, scope, receive, send)
+        elif method == "GET" and entry is not None:
+            await self._stream(session_id, entry, scope, receive, send)
+        elif session_id is None:
+            status, created = await self._forward(scope, receive, send)
+            if created and status is not None and status < 400 and digest is not None:
+                await self.book.opened(created, digest, caller)
+        else:
+            if entry is not None:
+                await self.book.resumed(session_id)
+            status, _ = await self._forward(scope, receive, send)
+            if status == 404 and entry is not None:
+                # The SDK forgot the session (its idle timeout): settle the count.
+                await self.book.closed(session_id)
+
+    async def _delete(
+        self,
+        session_id: str | None,
+        entry: _Session | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        if entry is not None:
+            entry.closing = True
+        status, _ = await self._forward(scope, receive, send)
+        if entry is None or session_id is None:
+            return
+        if status is not None and status < 300:
+            await self.book.closed(session_id)
+        else:
+            entry.closing = False
+
+    async def _stream(
+        self, session_id: str | None, entry: _Session, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        assert session_id is not None
+        await self.book.resumed(session_id)
+        gone = False
+
+        async def watch() -> Message:
+            # `http.disconnect` is how the server learns that the client went
+            # away; a stream ended by a draining server never sees one.
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
+
+        entry.streams += 1
+        try:
+            status, _ = await self._forward(scope, watch, send)
+        finally:
+            entry.streams -= 1
+        if status == 200 and gone:
+            await self.book.dropped(session_id)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[int | None, str | None]:
+        """Let the SDK answer; return the status and any session id it created."""
+        seen: dict[str, Any] = {"status": None, "session": None}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for key, value in message.get("headers", []):
+                    if key.decode("latin-1").lower() == SESSION_HEADER:
+                        seen["session"] = value.decode("latin-1")
+            await send(message)
+
+        await self.manager.handle_request(scope, receive, watch)
+        return seen["status"], seen["session"]
+
+
+# -------------------------------------------------------------------- server
+def _result(answer: dict[str, Any], *, error: bool = False) -> types.CallToolResult:
+    text = json.dumps(answer, ensure_ascii=False, default=str)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=json.loads(text),
+        is_error=error,
+    )
+
+
+def tool_error(err: TenureError) -> types.CallToolResult:
+    """A tool error whose text is SPEC's error shape."""
+    return _result(err.to_dict(), error=True)
+
+
+def build_server(coordinator: Coordinator, book: SessionBook | None = None) -> Server[Any]:
+    """The MCP server (the SDK's low-level one) with Tenure's tools over `coordinator`."""
+    listed = [
+        types.Tool(
+            name=t.name, title=t.title, description=t.description, input_schema=t.input_schema
+        )
+        for t in TOOLS
+    ]
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=listed)
+
+    async def handle_call(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        request = ctx.request
+        scope = getattr(request, "scope", None)
+        caller = scope.get(CALLER_SCOPE_KEY) if isinstance(scope, dict) else None
+        if not isinstance(caller, Caller):
+            return tool_error(Unauthorized("a bearer token is required"))
+        session_id = request.headers.get(SESSION_HEADER) if request is not None else None
+
+        async def bind(agent: Caller, token: str) -> None:
+            if book is not None and session_id:
+                await book.bind(session_id, agent, token)
+
+        try:
+            answer = await call_tool(coordinator, caller, params.name, params.arguments or {}, bind)
+        except TenureError as err:
+            return tool_error(err)
+        except Exception:
+            log.exception("tool %s failed", params.name)
+            failure = TenureError("the tool failed inside Tenure; see the server log")
+            return tool_error(failure)
+        return _result(answer)
+
+    return Server(
+        "tenure",
+        version=__version__,
+        title="Tenure",
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=handle_call,
+    )
+
+
+@asynccontextmanager
+async def mcp_extension(app: Any, runtime: Runtime) -> AsyncIterator[McpEndpoint]:
+    """Serve MCP at `/mcp` on `app` for as long as the server runs.
+
+    Entered by the server's lifespan: the session manager's tasks live inside
+    it. Leaving it (the server shutting down) closes every session without
+    telling the Coordinator, so no lease turns suspect because of a restart.
+    """
+    endpoint = McpEndpoint.create(runtime.coordinator)
+    route: BaseRoute = Route("/mcp", endpoint=_as_asgi(endpoint))
+    routes: list[BaseRoute] = app.router.routes
+    async with endpoint.manager.run():
+        # First, so no catch-all route of the app (a dashboard at "/") shadows it.
+        routes.insert(0, route)
+        try:
+            yield endpoint
+        finally:
+            endpoint.book.shutting_down = True
+            if route in routes:
+                routes.remove(route)
+
+
+def _as_asgi(endpoint: McpEndpoint) -> ASGIApp:
+    """Starlette treats a plain callable object as an ASGI app; say so for mypy."""
+    return endpoint
+
+
+__all__ = [
+    "CALLER_SCOPE_KEY",
+    "INSTRUCTIONS",
+    "McpEndpoint",
+    "SessionBook",
+    "build_server",
+    "mcp_extension",
+    "tool_error",
+]
