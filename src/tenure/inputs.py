@@ -13,12 +13,9 @@ from typing import Any
 
 from tenure.core.errors import InvalidInput
 from tenure.core.model import Priority, check_id
+from tenure.core.validate import MAX_DESCRIPTION_BYTES, check_labels, check_text
 
-DESCRIPTION_MAX = 64 * 1024
-TEXT_MAX = 16 * 1024
 TITLE_MAX = 512
-LIST_MAX = 32
-ITEM_MAX = 64
 NAME_MAX = 200
 PATH_MAX = 4096
 
@@ -49,45 +46,27 @@ class AgentProfile:
 
 
 def text(value: Any, field: str, limit: int, *, required: bool = False) -> str:
-    """A string field of at most `limit` bytes (UTF-8)."""
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string", details={"field": field})
-    if required and not value.strip():
+    """A string field of at most `limit` bytes (UTF-8), with no NUL in it."""
+    checked = check_text("" if value is None else value, field, limit)
+    if required and not checked.strip():
         raise InvalidInput(f"{field} is required", details={"field": field})
-    if len(value.encode("utf-8")) > limit:
-        raise InvalidInput(
-            f"{field} is longer than {limit} bytes", details={"field": field, "limit": limit}
-        )
-    if "\x00" in value:
+    if "\x00" in checked:
         raise InvalidInput(f"{field} may not contain NUL", details={"field": field})
-    return value
+    return checked
 
 
 def short_list(value: Any, field: str) -> tuple[str, ...]:
-    """Up to 32 strings of 1 to 64 characters (labels, skills)."""
+    """Up to 32 strings of 1 to 64 characters (labels, skills), duplicates dropped."""
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise InvalidInput(f"{field} must be a list of strings", details={"field": field})
-    items = list(value)
-    if len(items) > LIST_MAX:
+    items = check_labels(value, field)
+    if any(not item.strip() or any(ord(ch) < 32 for ch in item) for item in items):
         raise InvalidInput(
-            f"{field} holds more than {LIST_MAX} items", details={"field": field, "limit": LIST_MAX}
+            f"{field} may not hold blank items or control characters", details={"field": field}
         )
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str) or not item.strip() or len(item) > ITEM_MAX:
-            raise InvalidInput(
-                f"each of {field} must be a string of 1 to {ITEM_MAX} characters",
-                details={"field": field},
-            )
-        if any(ord(ch) < 32 for ch in item):
-            raise InvalidInput(f"{field} may not hold control characters", details={"field": field})
-        if item not in out:
-            out.append(item)
-    return tuple(out)
+    return tuple(dict.fromkeys(items))
 
 
 def id_list(value: Any, field: str) -> tuple[str, ...]:
@@ -148,7 +127,7 @@ def task_spec(data: Mapping[str, Any]) -> TaskSpec:
     return TaskSpec(
         id=check_id(data.get("id"), "id"),  # type: ignore[arg-type]
         title=text(data.get("title"), "title", TITLE_MAX, required=True),
-        description=text(data.get("description"), "description", DESCRIPTION_MAX),
+        description=text(data.get("description"), "description", MAX_DESCRIPTION_BYTES),
         priority=priority(data.get("priority")),
         labels=short_list(data.get("labels"), "labels"),
         required_skills=short_list(
@@ -163,7 +142,7 @@ def task_changes(data: Mapping[str, Any]) -> dict[str, Any]:
     """Check the fields of a task update; returns only the fields given."""
     allowed: dict[str, Callable[[Any], Any]] = {
         "title": lambda v: text(v, "title", TITLE_MAX, required=True),
-        "description": lambda v: text(v, "description", DESCRIPTION_MAX),
+        "description": lambda v: text(v, "description", MAX_DESCRIPTION_BYTES),
         "priority": priority,
         "labels": lambda v: short_list(v, "labels"),
         "required_skills": lambda v: short_list(v, "required_skills"),
