@@ -37,17 +37,6 @@ def version() -> None:
     typer.echo(f"tenure {__version__}")
 
 
-@app.command()
-def serve() -> None:
-    """Start the Tenure server.
-
-    Example: tenure serve
-    """
-    # Placeholder until the server module lands; it replaces this command.
-    typer.echo("tenure serve: the server is not part of this build yet.", err=True)
-    raise typer.Exit(1)
-
-
 def _register_command_modules() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -365,9 +366,14 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    settings: Settings, *, app: FastAPI | None = None, on_started: Callable[[], None] | None = None
+    settings: Settings,
+    *,
+    app: FastAPI | None = None,
+    on_started: Callable[[Callable[[], None]], None] | None = None,
 ) -> int:
-    """Run the server until it is stopped; the exit status (1 if a worker died)."""
+    """Run the server until it is stopped; returns the exit status (1 if a
+    background worker died). `on_started(stop)` is called from a thread once the
+    server listens; calling `stop()` shuts the server down gracefully."""
     import uvicorn
 
     configure_logging(settings.log_format, settings.log_level)
@@ -395,7 +401,7 @@ def serve(
 
     app.state.on_fatal = stop_server
     if on_started is not None:
-        _after_start(server, on_started)
+        _after_start(server, lambda: on_started(stop_server))
     server.run()
     runtime: Runtime | None = getattr(app.state, "runtime", None)
     if runtime is not None and runtime.failure is not None:
@@ -405,7 +411,6 @@ def serve(
 
 def _after_start(server: Any, callback: Callable[[], None]) -> None:
     """Call `callback` (from a thread) once uvicorn is listening."""
-    import threading
 
     def wait() -> None:
         while not server.started and not server.should_exit:
