@@ -25,7 +25,12 @@ app = typer.Typer(
 )
 
 # Modules that add commands or groups to `app` through `register(app)`.
-COMMAND_MODULES: tuple[str, ...] = ("tenure.cli_config", "tenure.cli_mcp")
+COMMAND_MODULES: tuple[str, ...] = (
+    "tenure.cli_config",
+    "tenure.cli_server",
+    "tenure.cli_client",
+    "tenure.cli_mcp",
+)
 
 
 @app.command()
