@@ -137,6 +137,12 @@ _COMMENT_SELECT = f"SELECT {columns(COMMENT_COLUMNS)} FROM comments"
 _OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
 
 
+# Some queries name their index (INDEXED BY): without statistics SQLite may
+# prefer a primary-key prefix that scans every lease of a board, a cost that
+# grows with the live leases; naming the partial index keeps each of these
+# queries proportional to what it returns (and fails loudly if it is dropped).
+
+
 class SqliteTx:
     """One open SQLite transaction (see `tenure.store.base.Tx`)."""
 
@@ -304,7 +310,8 @@ class SqliteTx:
 
     def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]:
         rows = self._all(
-            f"{_LEASE_SELECT} WHERE board_id = ? AND agent_id = ? AND ended_at IS NULL "
+            f"{_LEASE_SELECT} INDEXED BY leases_live_by_agent "
+            "WHERE board_id = ? AND agent_id = ? AND ended_at IS NULL "
             "ORDER BY assigned_at, task_id",
             (board_id, agent_id),
         )
@@ -312,10 +319,14 @@ class SqliteTx:
 
     def live_leases(self, board_id: str | None = None) -> list[Lease]:
         if board_id is None:
-            rows = self._all(f"{_LEASE_SELECT} WHERE ended_at IS NULL ORDER BY board_id, task_id")
+            rows = self._all(
+                f"{_LEASE_SELECT} INDEXED BY leases_one_live_per_task "
+                "WHERE ended_at IS NULL ORDER BY board_id, task_id"
+            )
         else:
             rows = self._all(
-                f"{_LEASE_SELECT} WHERE board_id = ? AND ended_at IS NULL ORDER BY task_id",
+                f"{_LEASE_SELECT} INDEXED BY leases_one_live_per_task "
+                "WHERE board_id = ? AND ended_at IS NULL ORDER BY task_id",
                 (board_id,),
             )
         return [lease_from_row(row) for row in rows]
@@ -337,7 +348,8 @@ class SqliteTx:
 
     def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
         rows = self._all(
-            f"{_LEASE_SELECT} WHERE board_id = ? AND agent_id = ? AND ended_at >= ? "
+            f"{_LEASE_SELECT} INDEXED BY leases_ended_by_agent "
+            "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? "
             "ORDER BY ended_at, task_id",
             (board_id, agent_id, encode_time(since)),
         )
