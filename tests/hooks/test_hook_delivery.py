@@ -1,9 +1,10 @@
 """Hooks leave through the outbox: at least once, idempotent, never undoing anything.
 
 Every scenario starts from a real recovery (the real Coordinator and Monitor
-on a SQLite file with a FakeClock), which writes a `recovered` row to the
-outbox; "restarts" open new store, Coordinator and deliverer objects on the
-same file. Backoff is judged on the store's FakeClock.
+on a real store with a FakeClock: a SQLite file, or a fresh PostgreSQL
+database), which writes a `recovered` row to the outbox; "restarts" and
+"replicas" open new store, Coordinator and deliverer objects on the same
+database. Backoff is judged on the store's FakeClock.
 """
 
 from __future__ import annotations
@@ -11,32 +12,63 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.webhook import Receiver
+from tests.support.world import backends
 
 from tenure.auth import ADMIN, Caller, Role
 from tenure.clock import FakeClock
 from tenure.hooks import GAVE_UP_AT, HookDeliverer, body_of, sign, verify
 from tenure.monitor import Monitor
 from tenure.service import Coordinator
-from tenure.store.base import OutboxRow
-from tenure.store.sqlite import SqliteStore, open_sqlite
+from tenure.store.base import OutboxRow, Store
+from tenure.store.sqlite import open_sqlite
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET = "s3cret-for-tests"
 
 
-async def open_coordinator(db: Path, clock: FakeClock) -> Coordinator:
-    return Coordinator(await open_sqlite(db, clock))
+@dataclass
+class Database:
+    """One database of a test, which several store objects may open."""
+
+    kind: str
+    path: Path
+    clock: FakeClock
+    dsn: str | None = None
+
+    async def open(self) -> Store:
+        if self.kind == "sqlite":
+            return await open_sqlite(self.path, self.clock)
+        from tests.support.pg import open_postgres_store
+
+        from tenure.store.postgres import open_postgres
+
+        if self.dsn is None:
+            first = await open_postgres_store(self.clock)
+            self.dsn = first.dsn
+            return first
+        return await open_postgres(self.dsn, self.clock, max_size=4)
 
 
-async def recover_a_task(db: Path, clock: FakeClock) -> None:
+@pytest.fixture(params=backends())
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    return Database(request.param, tmp_path / "tenure.db", FakeClock(START))
+
+
+async def open_coordinator(db: Database) -> Coordinator:
+    return Coordinator(await db.open())
+
+
+async def recover_a_task(db: Database) -> None:
     """Board b1, agent a1 claims t1 and goes silent; the monitor recovers it."""
-    coordinator = await open_coordinator(db, clock)
+    clock = db.clock
+    coordinator = await open_coordinator(db)
     try:
         await coordinator.admin.create_board(ADMIN, "b1")
         await coordinator.admin.register_agent(ADMIN, {"agent_id": "a1"}, "b1")
@@ -49,12 +81,12 @@ async def recover_a_task(db: Path, clock: FakeClock) -> None:
         await coordinator.store.close()
 
 
-async def outbox(store: SqliteStore) -> list[OutboxRow]:
+async def outbox(store: Store) -> list[OutboxRow]:
     """Every undelivered row, given-up ones included."""
-    return await store.read(lambda tx: tx.due_hooks(GAVE_UP_AT, 100))
+    return await store.run(lambda tx: tx.due_hooks(GAVE_UP_AT, 100))
 
 
-async def snapshot(store: SqliteStore) -> tuple[Any, ...]:
+async def snapshot(store: Store) -> tuple[Any, ...]:
     """Everything but the outbox: what a hook must never change."""
 
     def read(tx: Any) -> tuple[Any, ...]:
@@ -69,22 +101,22 @@ async def snapshot(store: SqliteStore) -> tuple[Any, ...]:
     return (await store.read(read), [e.to_dict() for e in events])
 
 
-def deliverer(store: SqliteStore, **kwargs: Any) -> HookDeliverer:
+def deliverer(store: Store, **kwargs: Any) -> HookDeliverer:
     kwargs.setdefault("rng", random.Random(7))
     kwargs.setdefault("timeout", 5.0)
     return HookDeliverer(store=store, **kwargs)
 
 
 async def test_a_webhook_failing_twice_is_delivered_once_across_restarts(
-    tmp_path: Path, receiver: Receiver
+    db: Database, receiver: Receiver
 ) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
+    clock = db.clock
+    await recover_a_task(db)
     receiver.failures = 2
 
     for attempt in (1, 2, 3):
         # A restart: new store, Coordinator and deliverer on the same file.
-        coordinator = await open_coordinator(db, clock)
+        coordinator = await open_coordinator(db)
         hooks = deliverer(coordinator.store, webhook_urls=[receiver.url], secret=SECRET)
         try:
             if attempt > 1:
@@ -107,7 +139,7 @@ async def test_a_webhook_failing_twice_is_delivered_once_across_restarts(
     assert len({r.body for r in receiver.requests}) == 1  # the same bytes every time
     assert all(verify(r.body, SECRET, r.headers["x-tenure-signature"]) for r in receiver.requests)
 
-    store = await open_sqlite(db, clock)
+    store = await db.open()
     try:
         clock.advance(3600)
         assert await outbox(store) == []  # delivered: never sent again
@@ -118,11 +150,11 @@ async def test_a_webhook_failing_twice_is_delivered_once_across_restarts(
 
 
 async def test_a_delivery_whose_outcome_was_lost_is_repeated_and_deduplicated(
-    tmp_path: Path, receiver: Receiver
+    db: Database, receiver: Receiver
 ) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
-    store = await open_sqlite(db, clock)
+    clock = db.clock
+    await recover_a_task(db)
+    store = await db.open()
     try:
         crashing = deliverer(store, webhook_urls=[receiver.url])
 
@@ -148,12 +180,11 @@ async def test_a_delivery_whose_outcome_was_lost_is_repeated_and_deduplicated(
 
 
 async def test_two_replicas_never_deliver_the_same_row_at_once(
-    tmp_path: Path, receiver: Receiver
+    db: Database, receiver: Receiver
 ) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
+    await recover_a_task(db)
     receiver.hold = release = threading.Event()
-    one, two = await open_sqlite(db, clock), await open_sqlite(db, clock)
+    one, two = await db.open(), await db.open()
     first = deliverer(one, webhook_urls=[receiver.url])
     second = deliverer(two, webhook_urls=[receiver.url])
     try:
@@ -172,9 +203,9 @@ async def test_two_replicas_never_deliver_the_same_row_at_once(
     assert len(receiver.requests) == 1
 
 
-async def test_a_raising_python_hook_changes_nothing_else(tmp_path: Path) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
+async def test_a_raising_python_hook_changes_nothing_else(db: Database) -> None:
+    clock = db.clock
+    await recover_a_task(db)
     calls: list[tuple[str, dict[str, Any]]] = []
 
     def broken(kind: str, payload: dict[str, Any]) -> None:
@@ -184,7 +215,7 @@ async def test_a_raising_python_hook_changes_nothing_else(tmp_path: Path) -> Non
     async def listening(kind: str, payload: dict[str, Any]) -> None:
         calls.append((kind, payload))
 
-    store = await open_sqlite(db, clock)
+    store = await db.open()
     try:
         before = await snapshot(store)
         hooks = deliverer(store, callables=[broken, listening], max_attempts=3)
@@ -209,11 +240,10 @@ async def test_a_raising_python_hook_changes_nothing_else(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_python_hooks_that_return_mark_the_row_delivered(tmp_path: Path) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
+async def test_python_hooks_that_return_mark_the_row_delivered(db: Database) -> None:
+    await recover_a_task(db)
     seen: list[str] = []
-    store = await open_sqlite(db, clock)
+    store = await db.open()
     try:
         hooks = deliverer(store, callables=[lambda kind, payload: seen.append(kind)])
         assert await hooks.deliver_once() == 1
@@ -223,14 +253,13 @@ async def test_python_hooks_that_return_mark_the_row_delivered(tmp_path: Path) -
         await store.close()
 
 
-async def test_a_hung_python_hook_is_cut_at_the_timeout(tmp_path: Path) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
+async def test_a_hung_python_hook_is_cut_at_the_timeout(db: Database) -> None:
+    await recover_a_task(db)
 
     async def never(kind: str, payload: dict[str, Any]) -> None:
         await asyncio.Event().wait()
 
-    store = await open_sqlite(db, clock)
+    store = await db.open()
     try:
         hooks = deliverer(store, callables=[never], timeout=0.2)
         assert await asyncio.wait_for(hooks.deliver_once(), timeout=5) == 1
@@ -241,11 +270,10 @@ async def test_a_hung_python_hook_is_cut_at_the_timeout(tmp_path: Path) -> None:
 
 
 async def test_the_signature_verifies_only_with_the_secret(
-    tmp_path: Path, receiver: Receiver
+    db: Database, receiver: Receiver
 ) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
-    store = await open_sqlite(db, clock)
+    await recover_a_task(db)
+    store = await db.open()
     try:
         (row,) = await outbox(store)
         hooks = deliverer(store, webhook_urls=[receiver.url], secret=SECRET)
@@ -261,10 +289,9 @@ async def test_the_signature_verifies_only_with_the_secret(
     assert not verify(got.body + b" ", SECRET, got.headers["x-tenure-signature"])
 
 
-async def test_without_a_secret_no_signature_is_sent(tmp_path: Path, receiver: Receiver) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
-    store = await open_sqlite(db, clock)
+async def test_without_a_secret_no_signature_is_sent(db: Database, receiver: Receiver) -> None:
+    await recover_a_task(db)
+    store = await db.open()
     try:
         hooks = deliverer(store, webhook_urls=[receiver.url], secret="")
         assert await hooks.deliver_once() == 1
@@ -275,11 +302,11 @@ async def test_without_a_secret_no_signature_is_sent(tmp_path: Path, receiver: R
 
 
 async def test_one_failing_url_retries_the_row_for_every_target(
-    tmp_path: Path, receiver: Receiver
+    db: Database, receiver: Receiver
 ) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
-    store = await open_sqlite(db, clock)
+    clock = db.clock
+    await recover_a_task(db)
+    store = await db.open()
     try:
         dead_url = "http://127.0.0.1:9/nothing-listens-here"
         hooks = deliverer(store, webhook_urls=[receiver.url, dead_url], max_attempts=2)
@@ -295,10 +322,9 @@ async def test_one_failing_url_retries_the_row_for_every_target(
     assert len(receiver.accepted) == 1 and receiver.duplicates == 1
 
 
-async def test_run_delivers_until_stopped(tmp_path: Path, receiver: Receiver) -> None:
-    db, clock = tmp_path / "tenure.db", FakeClock(START)
-    await recover_a_task(db, clock)
-    store = await open_sqlite(db, clock)
+async def test_run_delivers_until_stopped(db: Database, receiver: Receiver) -> None:
+    await recover_a_task(db)
+    store = await db.open()
     try:
         hooks = deliverer(store, webhook_urls=[receiver.url], interval=0.05)
         running = asyncio.create_task(hooks.run())
