@@ -335,7 +335,7 @@ def test_a_stale_quoted_epoch_is_lease_lost_and_changes_nothing() -> None:
     bench.claim("a1")
     bench.set(10)
     before = bench.live()
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match="not the epoch 7 you quoted"):
         bench.report("a1", progress=10, epoch=7)
     assert bench.live() == before
     assert bench.counters["stale_refused"] == 1

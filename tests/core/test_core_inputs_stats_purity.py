@@ -164,7 +164,7 @@ CONTRACT = {
     "median_interval": ["stamps"],
     "create": ["task", "agent_id", "now", "policy", "branch"],
     "touch": ["lease", "now", "policy", "task"],
-    "report": ["subject", "agent_id", "rep", "now", "policy"],
+    "report": ["subject", "agent_id", "report", "now", "policy"],
     "heartbeat": ["subject", "agent_id", "now", "policy", "epoch"],
     "release": ["subject", "agent_id", "now", "policy", "message"],
     "block": ["subject", "agent_id", "now", "policy", "reason"],

@@ -11,6 +11,7 @@ from corekit import T0, Bench, at, make_task
 from tenure.core import (
     ConservativePolicy,
     DetectorPolicy,
+    Lease,
     LeaseState,
     Policy,
     Priority,
@@ -25,8 +26,10 @@ from tenure.core.errors import InvalidInput
 HOUR = 3600.0
 
 
-def fresh_lease(policy: Policy | None = None):  # type: ignore[no-untyped-def]
-    return create(make_task(), "a1", T0, policy or Policy()).lease
+def fresh_lease(policy: Policy | None = None) -> Lease:
+    lease = create(make_task(), "a1", T0, policy or Policy()).lease
+    assert lease is not None
+    return lease
 
 
 # Lease state -------------------------------------------------------------------
@@ -117,10 +120,10 @@ def test_the_finishing_phase_is_never_shorter_than_the_proven_one() -> None:
 def test_renewals_follow_the_phase_reached_after_counting_the_report() -> None:
     bench = Bench()
     bench.add()
-    lease = bench.claim()
-    assert lease.expires_at == at(180) and lease.grace_s == 60
-    assert lease.recover_after == at(240)
-    assert phase_of(lease, bench.policy) == 1
+    first = bench.claim()
+    assert first.expires_at == at(180) and first.grace_s == 60
+    assert first.recover_after == at(240)
+    assert phase_of(first, bench.policy) == 1
 
     bench.set(100)
     lease = bench.report(progress=10).lease

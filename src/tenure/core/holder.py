@@ -70,6 +70,8 @@ def refuse(
     task = subject.task
     fx = Effects()
     story, holder, since = _holder_story(subject, agent_id)
+    if stale_epoch is not None:
+        story = f"at epoch {task.epoch}, not the epoch {stale_epoch} you quoted"
     new_task: Task | None = None
     counter = Counter.STALE_REFUSED
     handoff = task.handoff

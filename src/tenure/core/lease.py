@@ -402,7 +402,9 @@ def _check_report(rep: Report) -> None:
         raise InvalidInput("epoch must be an integer", details={"field": "epoch"})
 
 
-def report(subject: Subject, agent_id: str, rep: Report, now: datetime, policy: Policy) -> Change:
+def report(
+    subject: Subject, agent_id: str, report: Report, now: datetime, policy: Policy
+) -> Change:
     """A progress report by `agent_id`, under SPEC's holder rules.
 
     `in_progress` renews (or revives) the lease, `completed` ends it with the
@@ -410,6 +412,7 @@ def report(subject: Subject, agent_id: str, rep: Report, now: datetime, policy: 
     ends it with the task blocked. The old holder of a recovered, unclaimed
     task claims it back first; anyone else gets `lease_lost` or `not_holder`.
     """
+    rep = report
     _check_report(rep)
     now = ensure_utc(now, "now")
 
