@@ -11,12 +11,14 @@ schema versions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import pytest
 from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn
 
 from tenure.clock import FakeClock, OffsetClock
-from tenure.core.errors import StoreUnavailable
+from tenure.core.errors import Conflict, InvalidInput, StoreUnavailable
 from tenure.core.model import (
     UTC,
     Agent,
@@ -41,6 +43,7 @@ from tenure.store import migrate
 from tenure.store.base import Tx
 from tenure.store.postgres import (
     PostgresStore,
+    TransientFailure,
     migrate_postgres,
     open_postgres,
     postgres_schema_version,
@@ -322,6 +325,60 @@ def _assert_tasks_and_leases_agree(tasks: list[Task], leases: list[Lease]) -> No
             assert mine == [], f"{task.id} is {task.status} with a live lease"
     for lease in live:
         assert by_task[lease.task_id].status is TaskStatus.IN_PROGRESS
+
+
+# deadlocks and swallowed failures ----------------------------------------------------
+
+
+async def test_a_deadlock_is_a_transient_conflict_for_one_side_and_the_other_commits(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    store = await _open(stores, dsn, max_size=3)
+    await store.run(_board_with_tasks(2))
+    both_hold_one = threading.Barrier(2, timeout=30)
+
+    def lock_in_order(first: str, second: str) -> Callable[[Tx], str]:
+        def unit(tx: Tx) -> str:
+            tx.get_task(BOARD, first, for_update=True)
+            both_hold_one.wait()
+            tx.get_task(BOARD, second, for_update=True)  # each waits for the other
+            tx.append_event(Event(EventType.TASK_UPDATED, BOARD, tx.now, task_id=first))
+            return first
+
+        return unit
+
+    outcomes = await asyncio.gather(
+        store.run(lock_in_order("t000", "t001")),
+        store.run(lock_in_order("t001", "t000")),
+        return_exceptions=True,
+    )
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failures) == 1, outcomes
+    assert isinstance(failures[0], TransientFailure)
+    assert isinstance(failures[0], Conflict) and failures[0].code == "conflict"
+    (winner,) = [o for o in outcomes if isinstance(o, str)]
+    assert [event.task_id for event in await store.events_after(0)] == [winner]
+
+
+async def test_a_unit_of_work_that_swallows_a_failed_statement_is_not_committed(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(1))
+
+    def swallows(tx: Tx) -> str:
+        tx.append_event(Event(EventType.TASK_UPDATED, BOARD, tx.now))
+        task = tx.get_task(BOARD, "t000")
+        assert task is not None
+        with contextlib.suppress(InvalidInput):
+            tx.update_task(replace(task, title=None))  # type: ignore[arg-type]
+        return "committed?"
+
+    with pytest.raises(InvalidInput):
+        await store.run(swallows)
+    assert await store.events_after(0) == []
+    (task,) = await store.read(lambda tx: tx.list_tasks(BOARD))
+    assert task.title == "t"
 
 
 # (d) the database is down ---------------------------------------------------------------

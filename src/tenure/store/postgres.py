@@ -31,10 +31,13 @@ waits on one dedicated LISTEN connection per store, served by a background
 thread, so a follower on any replica wakes when any replica appends.
 
 Failures. A connection that cannot be had or breaks (psycopg's
-`OperationalError`, a pool timeout) is `StoreUnavailable`; unique violations
-are `Conflict`; a deadlock re-runs the unit of work (up to
-`TRANSIENT_RETRIES` times), so units of work must not have effects outside
-their transaction, which they never should.
+`OperationalError`, a pool timeout) is `StoreUnavailable`; a pooled
+connection found dead at BEGIN is replaced before the unit of work starts,
+so a database restart costs callers nothing once it is back. Unique
+violations are `Conflict`. A deadlock (PostgreSQL aborts one of two
+transactions that wait on each other) is `TransientFailure`, a `Conflict`
+that is safe to retry: the store never re-runs a unit of work itself,
+because the caller may keep state beside it (the service's `Effects`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -62,14 +64,15 @@ from tenure.store.postgres_tx import (
     EVENT_SELECT,
     EVENTS_CHANNEL,
     PostgresTx,
-    TransientFailure,
     stored_event,
     translate,
 )
+from tenure.store.postgres_tx import TransientFailure as TransientFailure
 from tenure.store.rows import decode_time
 
 __all__ = [
     "PostgresStore",
+    "TransientFailure",
     "migrate_postgres",
     "open_postgres",
     "postgres_schema_version",
@@ -79,8 +82,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DIALECT = "postgres"
-#: How often a unit of work that lost a deadlock is run again.
-TRANSIENT_RETRIES = 5
 #: Serialises migrations of one database between processes.
 _MIGRATE_LOCK_KEY = 0x74656E7572650002
 #: Skew between a server's clock and the database's worth a warning, seconds.
@@ -226,7 +227,7 @@ class PostgresStore:
         return await loop.run_in_executor(self._executor, call, *args)
 
     def _run_sync(self, fn: Callable[[Tx], T]) -> T:
-        races = stale = 0
+        stale = 0
         while True:
             try:
                 return self._attempt(fn)
@@ -237,11 +238,6 @@ class PostgresStore:
                 stale += 1
                 if stale > self._max_size:
                     raise exc.error from exc
-            except TransientFailure:
-                races += 1
-                if races >= TRANSIENT_RETRIES:
-                    raise
-                time.sleep(0.002 * races)  # back off from the winner, briefly
 
     def _attempt(self, fn: Callable[[Tx], T]) -> T:
         conn = self._getconn()

@@ -122,21 +122,26 @@ _SQL_BUMP = (
 
 
 class TransientFailure(Conflict):
-    """A deadlock or serialisation failure: the store re-runs the unit of work."""
+    """PostgreSQL aborted the transaction to break a deadlock (or a
+    serialisation failure): nothing was kept, and running the unit of work
+    again may well succeed."""
 
 
 def translate(exc: BaseException) -> TenureError | None:
     """The `TenureError` a driver or pool exception stands for (None: a bug).
 
     Connection trouble of any kind is `StoreUnavailable`; constraint
-    violations get SPEC's codes; deadlocks are transient and retried.
+    violations get SPEC's codes; deadlocks are `TransientFailure`.
     """
     if isinstance(exc, TenureError):
         return exc
-    if isinstance(exc, pg_errors.TransactionRollback):
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate.startswith("40"):
+        # Class 40, transaction rollback: deadlock_detected, serialization_failure...
+        # (psycopg does not make them subclasses of TransactionRollback).
         return TransientFailure(
             "the database aborted the transaction in a race; try again",
-            details={"sqlstate": exc.sqlstate},
+            details={"sqlstate": sqlstate},
         )
     if isinstance(exc, pg_errors.UniqueViolation):
         return Conflict("a record with this id already exists", details=_diag(exc))
