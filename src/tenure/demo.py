@@ -180,6 +180,7 @@ class Demo:
         """Claim and finish tasks until none is left."""
         name = "alice" if long_step else "bob"
         idle_since: float | None = None
+        first = True
         while not self.stop.is_set():
             answer = me.claim()
             if answer["task"] is None:
@@ -192,6 +193,7 @@ class Demo:
                 continue
             idle_since = None
             task_id = answer["task"]["id"]
+            first, long_step_now = False, first
             handoff = answer.get("handoff")
             if handoff:
                 self.say(
@@ -204,7 +206,7 @@ class Demo:
             else:
                 self.say(name, f"claimed {task_id} (epoch {answer['lease']['epoch']})")
             try:
-                self.do_task(me, name, task_id, long_step and task_id == "docs")
+                self.do_task(me, name, task_id, long_step and long_step_now)
             except LeaseLostError as lost:
                 self.say(name, f"lost the lease on {task_id}: {lost.message}")
 
@@ -276,10 +278,10 @@ class Demo:
         stats = self._admin("GET", f"/statistics?board_id={BOARD}")
         self.say(
             "tenure",
-            "summary: recoveries {r}, claimed back {fr}, stale calls refused {s}".format(
+            "summary: recoveries {r}, claimed back {fr}, late calls refused {s}".format(
                 r=sum(stats["recoveries"].values()),
                 fr=stats["false_recoveries"]["reclaimed"],
-                s=stats["stale_refused"],
+                s=stats["stale_refused"] + stats["false_recoveries"]["lost"],
             ),
         )
 

@@ -377,6 +377,8 @@ def serve(
     import uvicorn
 
     configure_logging(settings.log_format, settings.log_level)
+    # httpx logs every request at INFO; the demo's agents and the hooks use it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings.log_effective(log)
     if not is_loopback(settings.host):
         log.warning(
