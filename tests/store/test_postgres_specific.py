@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import random
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,6 +50,7 @@ from tenure.store.postgres import (
     open_postgres,
     postgres_schema_version,
 )
+from tenure.store.sqlite import migrate_file
 
 pytestmark = pytest.mark.postgres
 
@@ -502,3 +505,52 @@ async def test_a_database_newer_than_the_code_is_refused(dsn: str) -> None:
             await open_postgres(dsn, migrate=apply)
         assert "newer" in caught.value.message
     assert postgres_schema_version(dsn) == head + 1
+
+
+def _schema_of(dsn: str) -> dict[str, list[tuple[object, ...]]]:
+    """Tables, columns, indexes and constraints of the public schema."""
+    queries = {
+        "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default, "
+        "is_identity FROM information_schema.columns WHERE table_schema = 'public' "
+        "ORDER BY table_name, column_name",
+        "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes "
+        "WHERE schemaname = 'public' ORDER BY indexname",
+        "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY conname",
+    }
+    with psycopg.connect(dsn) as conn:
+        return {name: conn.execute(query).fetchall() for name, query in queries.items()}
+
+
+def test_migrating_one_version_at_a_time_equals_migrating_at_once() -> None:
+    head = migrate.latest_version("postgres")
+    stepwise, at_once = empty_postgres_dsn(), empty_postgres_dsn()
+    for version in range(1, head + 1):
+        assert migrate_postgres(stepwise, target=version) == [version]
+    assert migrate_postgres(at_once) == list(range(1, head + 1))
+    assert migrate_postgres(at_once) == []  # nothing left to do
+    schema = _schema_of(at_once)
+    assert schema["columns"] and schema["indexes"]
+    assert _schema_of(stepwise) == schema
+
+
+def test_the_postgres_schema_has_the_sqlite_schemas_tables_and_columns(tmp_path: Path) -> None:
+    sqlite_file = tmp_path / "schema.db"
+    migrate_file(sqlite_file)
+    with closing(sqlite3.connect(sqlite_file)) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        sqlite_columns = {
+            (table, row[1])
+            for table in tables
+            for row in conn.execute(f"PRAGMA table_info({table})")
+        }
+    pg_columns = {(row[0], row[1]) for row in _schema_of(fresh_postgres_dsn())["columns"]}
+    # The one deliberate difference: PostgreSQL shards counters per connection.
+    assert pg_columns - sqlite_columns == {("counters", "shard")}
+    assert sqlite_columns - pg_columns == set()

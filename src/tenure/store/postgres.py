@@ -397,7 +397,8 @@ class PostgresStore:
                     backoff = 0.1
                     while not self._stop_listening.is_set():
                         for note in conn.notifies(timeout=_LISTEN_POLL_S):
-                            self._saw(int(note.payload))
+                            if note.payload.isdigit():  # anyone may NOTIFY the channel
+                                self._saw(int(note.payload))
             except psycopg.Error:
                 self._listening.clear()
                 log.warning("event listener lost its connection; reconnecting", exc_info=True)
