@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tenure.core.decisions import Evidence
 from tenure.core.errors import InvalidInput
@@ -377,6 +378,14 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         proc.kill()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(proc.wait(), timeout=5.0)
+
+
+if TYPE_CHECKING:
+    from tenure.monitor import EvidenceSource
+
+    def _conforms(source: GitEvidence) -> EvidenceSource:
+        """Never called: mypy proves here that GitEvidence is an EvidenceSource."""
+        return source
 
 
 __all__ = [
