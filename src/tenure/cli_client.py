@@ -35,7 +35,15 @@ TaskId = Annotated[str, typer.Argument(help="The task's id.")]
 AgentId = Annotated[str, typer.Argument(help="The agent's id.")]
 Json = dict[str, Any]
 
-console = Console(highlight=False, soft_wrap=True)
+
+class _Console:
+    """A Rich console made per print, so it measures the terminal (and COLUMNS) now."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        Console(highlight=False, soft_wrap=True).print(*objects, **options)
+
+
+console = _Console()
 
 
 class ApiCall:
