@@ -404,10 +404,14 @@ async def test_opening_a_store_on_a_closed_port_is_store_unavailable() -> None:
 async def test_killed_connections_are_replaced_without_the_caller_noticing(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn)
+    store = await _open(stores, dsn, min_size=2)
     await store.run(_board_with_tasks(1))
     _terminate_sessions(dsn)
     assert [task.id for task in await store.run(lambda tx: tx.list_tasks(BOARD))] == ["t000"]
+    _terminate_sessions(dsn)
+    assert await store.events_after(0) == []
+    _terminate_sessions(dsn)
+    assert await store.schema_version() == migrate.latest_version("postgres")
 
 
 async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_half_written(

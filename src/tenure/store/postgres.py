@@ -333,15 +333,26 @@ class PostgresStore:
         return await self._submit(self._select_events, sql, params)
 
     def _select_events(self, sql: str, params: list[Any]) -> list[StoredEvent]:
-        conn = self._getconn()
-        try:
-            # Autocommit: one statement needs no BEGIN/COMMIT round trips.
-            found = conn.execute(sql, params).fetchall()
-        except psycopg.Error as exc:
-            raise _translated(exc) from exc
-        finally:
-            self._pool.putconn(conn)
+        found = self._outside_transaction(lambda conn: conn.execute(sql, params).fetchall())
         return [stored_event(row) for row in found]
+
+    def _outside_transaction(self, read: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run one read-only statement in autocommit (no BEGIN/COMMIT round trips).
+
+        A pooled connection found dead is replaced, as for units of work:
+        the read had no effect, so it is safe to repeat.
+        """
+        for _ in range(self._max_size + 1):
+            conn = self._getconn()
+            try:
+                return read(conn)
+            except psycopg.Error as exc:
+                if not (conn.broken or conn.closed):
+                    raise _translated(exc) from exc
+                last = exc
+            finally:
+                self._pool.putconn(conn)
+        raise _translated(last) from last
 
     async def wait_for_events(self, after_id: int, timeout: float) -> None:
         """Return once an event with id > `after_id` may exist, or after `timeout` s."""
@@ -430,8 +441,8 @@ class PostgresStore:
         self.clock_skew_s = (db_now - local).total_seconds()
         if abs(self.clock_skew_s) > _SKEW_WARNING_S:
             log.warning(
-                "this server's clock is %.1f s off the database's; leases are judged on the "
-                "database's clock",
+                "this server's clock differs from the database's by %+.1f s; leases are "
+                "judged on the database's clock",
                 -self.clock_skew_s,
             )
         return self.clock_skew_s
@@ -441,13 +452,7 @@ class PostgresStore:
         return await self._submit(self._schema_version_sync)
 
     def _schema_version_sync(self) -> int:
-        conn = self._getconn()
-        try:
-            return _schema_version(conn)
-        except psycopg.Error as exc:
-            raise _translated(exc) from exc
-        finally:
-            self._pool.putconn(conn)
+        return self._outside_transaction(_schema_version)
 
     async def __aenter__(self) -> PostgresStore:
         return self
