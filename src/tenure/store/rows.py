@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tenure.core.errors import InvalidInput
 from tenure.core.model import (
     Agent,
     Board,
@@ -51,8 +52,8 @@ def encode_time(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is not UTC:
-        if moment.tzinfo is None:
-            raise ValueError("refusing to store a naive datetime")
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise InvalidInput("refusing to store a naive datetime (its zone is unknown)")
         moment = moment.astimezone(UTC)
     return moment.isoformat(timespec="microseconds")
 

@@ -381,6 +381,9 @@ class SqliteStore:
         """
         deadline = time.monotonic() + timeout
         while True:
+            # Take this generation's signal before looking, so a commit that
+            # lands after the look still wakes us.
+            signal = self._event_signal
             if self._last_event_id > after_id:
                 return
             newest = await self._max_event_id()
@@ -390,7 +393,6 @@ class SqliteStore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            signal = self._event_signal
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), min(self._poll_interval, remaining))
 
@@ -408,7 +410,7 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            await loop.run_in_executor(self._writer_pool, writer.close)
+            await loop.run_in_executor(self._writer_pool, _close_writer, writer)
         await loop.run_in_executor(None, self._writer_pool.shutdown)
         await loop.run_in_executor(None, self._reader_pool.shutdown)
         with self._readers_lock:
@@ -421,6 +423,13 @@ class SqliteStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _close_writer(conn: sqlite3.Connection) -> None:
+    """Refresh the planner's statistics where they drifted (cheap), then close."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA optimize")
+    conn.close()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
