@@ -1,0 +1,179 @@
+"""Sessions and liveness over MCP: touches, closes, reopens, a killed proxy, a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import suppress
+from datetime import datetime
+from typing import Any
+
+import anyio
+from tests.mcp.conftest import STEADY_MONITOR_INTERVAL, SUSPECT_AFTER_CLOSE
+from tests.mcp.live import Admin, LiveServer, agent_session, proxy_pids, wait_for
+
+from tenure.auth import ADMIN
+
+#: Slack for a loaded machine on top of SPEC's bound.
+MARGIN = 3.0
+
+
+def _expiry(lease: dict[str, Any] | None) -> datetime:
+    assert lease is not None
+    return datetime.fromisoformat(lease["expires_at"])
+
+
+def _stored(lease: dict[str, Any] | None) -> dict[str, Any]:
+    """A lease's stored fields (not those computed from the moment it was read)."""
+    assert lease is not None
+    return {k: v for k, v in lease.items() if k not in {"seconds_left", "state"}}
+
+
+async def _open_sessions(admin: Admin, board: str, agent_id: str) -> int:
+    agents = await admin.coordinator.admin.list_agents(ADMIN, board)
+    return int(next(a["open_sessions"] for a in agents if a["id"] == agent_id))
+
+
+async def test_every_tool_call_of_the_holder_moves_its_expiry_and_nobody_elses_does(
+    steady: LiveServer, transport: str
+) -> None:
+    async with steady.admin() as admin:
+        board, key = await admin.board("t1", "t2")
+        other = await admin.agent(board, "other")
+        async with (
+            agent_session(steady, key, transport) as holder,
+            agent_session(steady, other, transport) as bystander,
+        ):
+            await holder.call("register_agent", agent_id="holder")
+            await holder.call("request_next_task")
+            calls: list[tuple[str, dict[str, Any]]] = [
+                ("ping", {}),
+                ("heartbeat", {}),
+                ("heartbeat", {"task_id": "t1"}),
+                ("get_task_context", {"task_id": "t1"}),
+                ("request_next_task", {}),  # holds a task already: nothing given, still a touch
+                ("register_agent", {"agent_id": "holder", "role": "tester"}),
+                ("report_task_progress", {"task_id": "t1", "progress": 10}),
+            ]
+            for tool, arguments in calls:
+                before = _expiry(await admin.lease(board, "t1"))
+                answer = await holder.call(tool, **arguments)
+                after = _expiry(await admin.lease(board, "t1"))
+                assert after > before, tool
+                # Every answer shows the caller's lease.
+                shown = {lease["task_id"]: lease for lease in answer["notice"]["leases"]}
+                assert _expiry(shown["t1"]) == after, tool
+
+            untouched = _stored(await admin.lease(board, "t1"))
+            await bystander.call("ping")
+            await bystander.call("heartbeat")
+            await bystander.call("get_task_context", task_id="t1")
+            await bystander.call("request_next_task")  # takes t2
+            assert _stored(await admin.lease(board, "t1")) == untouched
+
+
+async def test_a_session_closed_and_reopened_in_time_keeps_the_lease(
+    steady: LiveServer, transport: str
+) -> None:
+    async with steady.admin() as admin:
+        board, _ = await admin.board("t1")
+        token = await admin.agent(board, "a")
+        async with agent_session(steady, token, transport) as agent:
+            await agent.call("request_next_task")
+            assert await _open_sessions(admin, board, "a") == 1
+
+        async def suspect() -> bool:
+            lease = await admin.lease(board, "t1")
+            return lease is not None and lease["suspect_since"] is not None
+
+        await wait_for(suspect, timeout=5.0)
+        closed_at = time.monotonic()
+        async with agent_session(steady, token, transport) as agent:
+            answer = await agent.call("ping")
+            assert answer["notice"]["leases"][0]["suspect_since"] is None
+            # Past the suspect deadline, with passes of the monitor in between.
+            remaining = (
+                SUSPECT_AFTER_CLOSE + 3 * STEADY_MONITOR_INTERVAL - (time.monotonic() - closed_at)
+            )
+            await anyio.sleep(max(0.0, remaining))
+            answer = await agent.call("ping")
+            assert [lease["task_id"] for lease in answer["notice"]["leases"]] == ["t1"]
+            assert "lost" not in answer["notice"]
+        task = await admin.task(board, "t1")
+        assert (task["status"], task["assignee"], task["recovery_count"]) == ("in_progress", "a", 0)
+
+
+async def test_closing_one_of_two_sessions_marks_nothing_suspect(steady: LiveServer) -> None:
+    async with steady.admin() as admin:
+        board, _ = await admin.board("t1")
+        token = await admin.agent(board, "a")
+        async with agent_session(steady, token, "http") as agent:
+            await agent.call("request_next_task")
+            async with agent_session(steady, token, "http") as second:
+                await second.call("ping")
+                assert await _open_sessions(admin, board, "a") == 2
+            assert await _open_sessions(admin, board, "a") == 1
+            lease = await admin.lease(board, "t1")
+            assert lease is not None and lease["suspect_since"] is None
+
+
+async def test_a_killed_stdio_proxy_loses_its_lease_within_the_suspect_window(
+    steady: LiveServer,
+) -> None:
+    async with steady.admin() as admin:
+        board, key = await admin.board("t1")
+        with suppress(Exception):
+            async with agent_session(steady, key, "stdio") as agent:
+                await agent.call("register_agent", agent_id="doomed")
+                await agent.call("request_next_task")
+                [pid] = proxy_pids()
+                os.kill(pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+        # A phase-1 lease lasts 180 s: only the closed session can explain a
+        # recovery within seconds.
+        bound = SUSPECT_AFTER_CLOSE + STEADY_MONITOR_INTERVAL + MARGIN
+
+        async def recovered() -> dict[str, Any] | None:
+            task = await admin.task(board, "t1")
+            return task if task["status"] == "todo" else None
+
+        task, _ = await wait_for(recovered, timeout=bound + 5)
+        elapsed = time.monotonic() - killed_at
+        assert elapsed <= bound
+        assert elapsed >= SUSPECT_AFTER_CLOSE - 0.5  # not before the window ended
+        assert task["handoff"]["recovery_reason"] == "agent_disconnected"
+        assert task["handoff"]["recovered_from_agent"] == "doomed"
+
+
+async def test_a_stdio_proxy_whose_input_ends_closes_its_session(steady: LiveServer) -> None:
+    async with steady.admin() as admin:
+        board, _ = await admin.board("t1")
+        token = await admin.agent(board, "a")
+        async with agent_session(steady, token, "stdio") as agent:
+            await agent.call("request_next_task")
+            assert await _open_sessions(admin, board, "a") == 1
+        # The client closed the proxy's stdin; the proxy said goodbye upstream.
+        assert await _open_sessions(admin, board, "a") == 0
+        lease = await admin.lease(board, "t1")
+        assert lease is not None and lease["suspect_since"] is not None
+
+
+async def test_a_server_shutting_down_marks_nothing_suspect(tmp_path: Any) -> None:
+    server = LiveServer(tmp_path, {"TENURE_MONITOR_INTERVAL": "0.5"})
+    server.start()
+    try:
+        async with server.admin() as admin:
+            board, _ = await admin.board("t1")
+            token = await admin.agent(board, "a")
+        with suppress(Exception):
+            async with agent_session(server, token, "http") as agent:
+                await agent.call("request_next_task")
+                await anyio.to_thread.run_sync(server.stop)
+    finally:
+        server.stop()
+    async with server.admin() as admin:
+        lease = await admin.lease(board, "t1")
+        events = await admin.coordinator.admin.events(ADMIN, board_id=board)
+    assert lease is not None and lease["suspect_since"] is None
+    assert "lease.suspect" not in [event["type"] for event in events]
