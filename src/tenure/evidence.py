@@ -278,14 +278,20 @@ class GitEvidence:
 
     def _changed_since(self, worktree: Path, paths: Sequence[str], since: datetime) -> bool:
         threshold = since.timestamp()
-        candidates = [worktree / p for p in paths[: self.max_paths]]
         git_dir = _git_dir(worktree)
         if git_dir is not None:
             # The index moves with adds, commits and checkouts; the HEAD reflog
             # with commits, merges and resets, which leave no dirty path behind.
-            candidates += [git_dir / "index", git_dir / "logs" / "HEAD"]
-        for candidate in candidates:
-            moment = _mtime(candidate)
+            for marker in (git_dir / "index", git_dir / "logs" / "HEAD"):
+                moment = _mtime(marker)
+                if moment is not None and moment > threshold:
+                    return True
+        for listed in paths[: self.max_paths]:
+            path = worktree / listed
+            # A deleted file has no mtime left; its directory's tells when.
+            moment = _mtime(path)
+            if moment is None:
+                moment = _mtime(path.parent)
             if moment is not None and moment > threshold:
                 return True
         return False

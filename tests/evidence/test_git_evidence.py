@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.support.gitrepo import Repo
 
 from tenure.core.decisions import Evidence
@@ -228,3 +230,36 @@ def test_other_codes_are_not_conflicts(code: str) -> None:
 def test_a_renames_old_path_is_skipped() -> None:
     parsed = parse_status(b"R  new name.txt\x00old name.txt\x00 M other.txt\x00")
     assert parsed.paths == ("new name.txt", "other.txt")
+
+
+async def test_a_file_deleted_after_the_last_signal_is_a_change(
+    roots: Path, make_repo: Callable[[Path], Repo]
+) -> None:
+    repo = make_repo(roots / "a1")
+    repo.write("lib/gone.py", "x = 1\n")
+    repo.write("lib/stays.py", "y = 1\n")
+    repo.commit_all("two files")
+    (repo.path / "lib" / "gone.py").unlink()
+    repo.age(LONG_AGO)
+    assert " D lib/gone.py" in repo.status()
+    source = evidence(roots)
+    assert (await source.inspect(repo.path, SIGNAL)).changed is False
+    repo.set_mtime("lib", SIGNAL + timedelta(seconds=5))
+    assert (await source.inspect(repo.path, SIGNAL)).changed is True
+
+
+_CODES = [*sorted(UNMERGED_CODES), "M ", " M", "MM", "A ", "AM", "D ", " D", "??", "R ", "C ", " R"]
+_CHARS = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
+_PATHS = st.text(_CHARS, min_size=1, max_size=40)
+
+
+@given(st.lists(st.tuples(st.sampled_from(_CODES), _PATHS, _PATHS), max_size=20))
+def test_parse_status_reads_back_any_listing(entries: list[tuple[str, str, str]]) -> None:
+    listing = b""
+    for code, path, old in entries:
+        listing += f"{code} {path}".encode() + b"\x00"
+        if "R" in code or "C" in code:
+            listing += old.encode() + b"\x00"
+    parsed = parse_status(listing)
+    assert parsed.paths == tuple(path for _, path, _ in entries)
+    assert parsed.unmerged == any(code in UNMERGED_CODES for code, _, _ in entries)
