@@ -1,0 +1,353 @@
+"""Replay a trace through the real engine and score what it did.
+
+`replay(trace, policy)` builds what a server runs, on a `FakeClock`: a
+SQLite store in a temporary file, the real `Coordinator` under `policy`, and
+the real `Monitor` with a `TraceEvidence` source fed by the trace's `write`
+and `conflict_*` lines. It then walks the trace:
+
+- the clock jumps from line to line and to each monitor pass (every
+  `interval_s`, at 0, interval, 2 x interval...); lines at time t are applied
+  before a pass at t;
+- `assign` goes through the admin assign path for exactly that task and
+  agent; `progress` and `complete` are progress reports; `activity` is any
+  other call (a touch); `disconnect` closes the agent's last session, and its
+  next call opens one again; `write` and `conflict_*` only change what the
+  worktree shows; `death` is never shown to the engine;
+- every line of a stint is fed even after a recovery: the engine's answers
+  (revival, claim-back, `lease_lost`) are its own; refusals are counted by
+  code in `Scores.refusals`;
+- after the last line, passes go on (up to `tail_s`) until the task of every
+  dead agent has been taken back.
+
+The scores are then read from the event log (`lease.recovered`,
+`task.dead_lettered`, `lease.reclaimed`, `lease.revived`), so they measure
+what the engine recorded, not a second model of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tenure.auth import ADMIN, Caller, Role
+from tenure.clock import FakeClock
+from tenure.core.decisions import Evidence, Report
+from tenure.core.errors import TenureError
+from tenure.core.model import Agent, Board, Lease
+from tenure.core.policy import Policy
+from tenure.lab.policies import lab_policy
+from tenure.lab.scores import Scores, StintOutcome, score
+from tenure.lab.trace import CALLS, Stint, TraceEvent, TraceType, dump_trace, parse_trace, stints
+from tenure.monitor import Monitor
+from tenure.service import Coordinator, NullSink, Options
+from tenure.store.sqlite import open_sqlite
+
+__all__ = ["BOARD", "START", "ReplayOptions", "TraceEvidence", "replay", "replay_async"]
+
+#: The moment a replayed trace's t = 0 stands for.
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+#: The one board a replay puts every task and agent on.
+BOARD = "lab"
+
+#: Event types that mean "the engine took the task from its holder".
+_RECOVERY_EVENTS = frozenset({"lease.recovered", "task.dead_lettered"})
+
+# Times go through datetimes with microsecond resolution; compare with slack.
+_EPSILON = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """How a replay runs (the engine's own numbers live in the `Policy`).
+
+    - `interval_s`: the monitor's interval (SPEC's default, 10 s, for every
+      policy, so policies are compared on their decisions alone).
+    - `tail_s`: how long passes go on after the last line, waiting for dead
+      agents' tasks to be taken back; a dead stint still held then is
+      undetected.
+    - `directory`: where the temporary SQLite file goes (the system default).
+    """
+
+    interval_s: float = 10.0
+    tail_s: float = 3600.0
+    directory: str | None = None
+
+
+def _seconds(moment: datetime) -> float:
+    return (moment - START).total_seconds()
+
+
+def _at(t: float) -> datetime:
+    return START + timedelta(seconds=t)
+
+
+class TraceEvidence:
+    """Worktree evidence as the trace tells it (an `EvidenceSource`).
+
+    `conflict`: the holder's worktree is between `conflict_start` and
+    `conflict_end`. `changed`: a `write` of the holder's happened after the
+    lease's last signal (and, the trace being replayed in order, not after now).
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.writes: dict[str, list[float]] = defaultdict(list)
+        self.conflicts: dict[str, bool] = {}
+        self.probes = 0
+
+    def observe(self, event: TraceEvent) -> None:
+        """Take in a worktree line of the trace."""
+        if event.type is TraceType.WRITE:
+            self.writes[event.agent].append(event.t)
+        elif event.type is TraceType.CONFLICT_START:
+            self.conflicts[event.agent] = True
+        elif event.type is TraceType.CONFLICT_END:
+            self.conflicts[event.agent] = False
+
+    async def probe(
+        self, lease: Lease, agent: Agent | None, board: Board | None
+    ) -> Evidence | None:
+        """What the holder's worktree shows now."""
+        self.probes += 1
+        writes = self.writes.get(lease.agent_id, [])
+        since = _seconds(lease.last_signal_at) + _EPSILON
+        changed = bisect.bisect_right(writes, since) < len(writes)
+        return Evidence(
+            conflict=self.conflicts.get(lease.agent_id, False),
+            changed=changed,
+            observed_at=self.clock.now(),
+        )
+
+
+def _as_events(trace: Iterable[TraceEvent | Mapping[str, Any]]) -> list[TraceEvent]:
+    items = list(trace)
+    if all(isinstance(item, TraceEvent) for item in items):
+        return [item for item in items if isinstance(item, TraceEvent)]
+    return parse_trace(dump_trace(items).splitlines())
+
+
+class _Replay:
+    """One replay's world and bookkeeping."""
+
+    def __init__(self, events: list[TraceEvent], policy: Policy, options: ReplayOptions) -> None:
+        self.events = events
+        self.policy = policy
+        self.options = options
+        self.clock = FakeClock(START)
+        self.evidence = TraceEvidence(self.clock)
+        self.refusals: dict[str, int] = defaultdict(int)
+        self.connected: dict[str, bool] = {}
+        self.held_at_death: dict[tuple[str, str, float], bool] = {}
+        self.stints = stints(events)
+        self.dying: dict[tuple[str, float], list[Stint]] = defaultdict(list)
+        self.starts: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for stint in self.stints:
+            self.starts[(stint.agent, stint.task)].append(stint.start)
+            if stint.death is not None:
+                self.dying[(stint.agent, stint.death)].append(stint)
+        self.coordinator: Coordinator
+        self.monitor: Monitor
+        self.passes = 0
+
+    async def run(self, directory: Path) -> Scores:
+        store = await open_sqlite(directory / "replay.db", self.clock)
+        try:
+            self.coordinator = Coordinator(store, self.policy, Options(), NullSink())
+            self.monitor = Monitor(
+                self.coordinator, interval=self.options.interval_s, evidence=self.evidence
+            )
+            await self._populate()
+            await self._walk()
+            return await self._score()
+        finally:
+            await store.close()
+
+    async def _populate(self) -> None:
+        admin = self.coordinator.admin
+        await admin.create_board(ADMIN, BOARD)
+        for agent in dict.fromkeys(e.agent for e in self.events):
+            await admin.register_agent(ADMIN, {"agent_id": agent}, BOARD)
+        tasks = list(dict.fromkeys(e.task for e in self.events if e.task is not None))
+        for first in range(0, len(tasks), 5000):
+            batch = [{"id": task, "title": task} for task in tasks[first : first + 5000]]
+            await admin.import_tasks(ADMIN, BOARD, batch)
+
+    async def _pass_at(self, t: float) -> None:
+        self.clock.set(_at(t))
+        await self.monitor.run_pass()
+        self.passes += 1
+
+    async def _walk(self) -> None:
+        interval = self.options.interval_s
+        k = 0
+        for event in self.events:
+            while k * interval < event.t - _EPSILON:
+                await self._pass_at(k * interval)
+                k += 1
+            self.clock.set(max(self.clock.now(), _at(event.t)))
+            await self._apply(event)
+        end = self.events[-1].t if self.events else 0.0
+        waiting = {(s.agent, s.task) for s in self.stints if s.dead}
+        while k * interval <= end + self.options.tail_s + _EPSILON:
+            await self._pass_at(k * interval)
+            k += 1
+            if k * interval > end and not await self._still_held(waiting):
+                break
+
+    async def _still_held(self, waiting: set[tuple[str, str]]) -> bool:
+        if not waiting:
+            return False
+        leases = await self.coordinator.store.read(lambda tx: tx.live_leases(BOARD))
+        return any((lease.agent_id, lease.task_id) in waiting for lease in leases)
+
+    def _caller(self, agent: str) -> Caller:
+        return Caller(Role.AGENT, BOARD, agent)
+
+    async def _engine(self, what: str, call: Any) -> None:
+        try:
+            await call
+        except TenureError as error:
+            self.refusals[f"{what}:{error.code}"] += 1
+
+    async def _apply(self, event: TraceEvent) -> None:
+        c = self.coordinator
+        caller = self._caller(event.agent)
+        if event.agent not in self.connected:
+            self.connected[event.agent] = True
+            await c.session_opened(caller)
+        if event.type in CALLS and not self.connected[event.agent]:
+            # Any call after a disconnect means the agent came back.
+            self.connected[event.agent] = True
+            await c.session_opened(caller)
+        kind = event.type
+        if kind is TraceType.ASSIGN:
+            assert event.task is not None
+            await self._engine("assign", c.assign(ADMIN, BOARD, event.task, event.agent))
+        elif kind is TraceType.PROGRESS:
+            assert event.task is not None
+            report = Report(progress=event.progress, message=event.message)
+            await self._engine("progress", c.report_progress(caller, event.task, report))
+        elif kind is TraceType.COMPLETE:
+            assert event.task is not None
+            done = Report(status="completed", progress=100, message=event.message)
+            await self._engine("complete", c.report_progress(caller, event.task, done))
+        elif kind is TraceType.ACTIVITY:
+            await self._engine("activity", c.touch(caller))
+        elif kind is TraceType.DISCONNECT:
+            if self.connected[event.agent]:
+                self.connected[event.agent] = False
+                await c.session_closed(caller)
+        elif kind is TraceType.DEATH:
+            await self._record_death(event)
+            del self.connected[event.agent]  # a later assign is a new process
+        else:
+            self.evidence.observe(event)
+
+    async def _record_death(self, event: TraceEvent) -> None:
+        """Whether the dying agent still held its task(s): the ground truth's baseline."""
+        leases = await self.coordinator.store.read(
+            lambda tx: tx.live_leases_of_agent(BOARD, event.agent)
+        )
+        held = {lease.task_id for lease in leases}
+        for stint in self.dying.get((event.agent, event.t), []):
+            self.held_at_death[(stint.agent, stint.task, event.t)] = stint.task in held
+
+    async def _log(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = await self.coordinator.admin.events(ADMIN, BOARD, after=after, limit=5000)
+            rows.extend(page)
+            if len(page) < 5000:
+                return rows
+            after = page[-1]["id"]
+
+    async def _score(self) -> Scores:
+        recovered: dict[tuple[str, str], list[float]] = defaultdict(list)
+        reclaimed: dict[tuple[str, str], list[float]] = defaultdict(list)
+        revivals = 0
+        for row in await self._log():
+            key = (row["agent_id"], row["task_id"])
+            t = _seconds(datetime.fromisoformat(row["at"]))
+            if row["type"] in _RECOVERY_EVENTS:
+                recovered[key].append(t)
+            elif row["type"] == "lease.reclaimed":
+                reclaimed[key].append(t)
+            elif row["type"] == "lease.revived":
+                revivals += 1
+        outcomes = [
+            self._outcome(s, recovered[(s.agent, s.task)], reclaimed[(s.agent, s.task)])
+            for s in self.stints
+        ]
+        return score(outcomes, revivals, dict(self.refusals))
+
+    def _outcome(
+        self, stint: Stint, recovered: list[float], reclaimed: list[float]
+    ) -> StintOutcome:
+        later = [t for t in self.starts[(stint.agent, stint.task)] if t > stint.start]
+        until = stint.end if not stint.dead else min(later, default=float("inf"))
+        mine = tuple(sorted(t for t in set(recovered) if stint.start <= t <= until))
+        backs = tuple(sorted(t for t in reclaimed if stint.start <= t <= until))
+        detected: float | None = None
+        lost = 0.0
+        if stint.death is not None:
+            if not self.held_at_death.get((stint.agent, stint.task, stint.death), True):
+                detected = stint.death
+            else:
+                detected = next((t for t in mine if t >= stint.death - _EPSILON), None)
+        else:
+            for i, t in enumerate(mine):
+                upto = mine[i + 1] if i + 1 < len(mine) else stint.end
+                if not any(t < back <= upto for back in backs):
+                    lost = max(0.0, stint.end - t)
+                    break
+        return StintOutcome(
+            agent=stint.agent,
+            task=stint.task,
+            start=stint.start,
+            end=stint.end,
+            ending=stint.ending,
+            death=stint.death,
+            closed_session=stint.closed_session,
+            blips=stint.blips,
+            recoveries=mine,
+            reclaims=backs,
+            detected_at=detected,
+            lost_s=lost,
+        )
+
+
+async def replay_async(
+    trace: Iterable[TraceEvent | Mapping[str, Any]],
+    policy: Policy | str = "spec",
+    *,
+    options: ReplayOptions | None = None,
+) -> Scores:
+    """`replay` for callers already inside an event loop."""
+    events = _as_events(trace)
+    chosen = lab_policy(policy) if isinstance(policy, str) else policy
+    opts = options or ReplayOptions()
+    with tempfile.TemporaryDirectory(prefix="tenure-replay-", dir=opts.directory) as directory:
+        return await _Replay(events, chosen, opts).run(Path(directory))
+
+
+def replay(
+    trace: Iterable[TraceEvent | Mapping[str, Any]],
+    policy: Policy | str = "spec",
+    *,
+    options: ReplayOptions | None = None,
+) -> Scores:
+    """Feed `trace` through the real engine under `policy` and score it.
+
+    `trace`: parsed events (`tenure.lab.trace`) or the dicts `simulate`
+    returns; `policy`: a `Policy`, or a name for `tenure.lab.policies.lab_policy`.
+    """
+    return asyncio.run(replay_async(trace, policy, options=options))
