@@ -216,7 +216,13 @@ class HookDeliverer:
 
     # ----------------------------------------------------------------- a pass
     async def deliver_once(self) -> int:
-        """Take the rows due now, deliver them, record the outcomes; return how many."""
+        """Take the rows due now, deliver them, record the outcomes; return how many.
+
+        With no target configured nothing is taken: the rows wait in the outbox
+        for a deliverer that has somewhere to send them.
+        """
+        if not self.webhook_urls and not self.callables:
+            return 0
         rows = await self.store.run(self._take)
         self.stats.passes += 1
         if not rows:

@@ -240,6 +240,17 @@ async def test_a_raising_python_hook_changes_nothing_else(db: Database) -> None:
         await store.close()
 
 
+async def test_a_deliverer_with_no_target_leaves_the_outbox_alone(db: Database) -> None:
+    await recover_a_task(db)
+    store = await db.open()
+    try:
+        assert await deliverer(store).deliver_once() == 0
+        (row,) = await outbox(store)
+        assert row.attempts == 0 and row.delivered_at is None
+    finally:
+        await store.close()
+
+
 async def test_python_hooks_that_return_mark_the_row_delivered(db: Database) -> None:
     await recover_a_task(db)
     seen: list[str] = []
