@@ -162,14 +162,14 @@ class EvidenceStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Status:
+class StatusListing:
     """What one `git status` run listed."""
 
     unmerged: bool
     paths: tuple[str, ...]
 
 
-def parse_status(output: bytes) -> _Status:
+def parse_status(output: bytes) -> StatusListing:
     """Read `git status --porcelain=v1 -z` output: unmerged or not, and the paths.
 
     Each entry is `XY path`, NUL-terminated; a rename or copy is followed by
@@ -190,7 +190,7 @@ def parse_status(output: bytes) -> _Status:
         paths.append(os.fsdecode(entry[3:]))
         if code[0] in "RC" or code[1] in "RC":
             i += 1  # the old path of a rename or copy
-    return _Status(unmerged, tuple(paths))
+    return StatusListing(unmerged, tuple(paths))
 
 
 def _git_dir(worktree: Path) -> Path | None:
@@ -200,7 +200,8 @@ def _git_dir(worktree: Path) -> Path | None:
     try:
         if dot_git.is_dir():
             return dot_git
-        first = dot_git.read_text(encoding="utf-8", errors="replace").splitlines()[0]
+        with dot_git.open("rb") as pointer:  # a few bytes: never a big file
+            first = pointer.read(4096).decode("utf-8", "replace").splitlines()[0]
     except (OSError, IndexError):
         return None
     if not first.startswith("gitdir:"):
@@ -296,7 +297,7 @@ class GitEvidence:
                 return True
         return False
 
-    async def _status(self, worktree: Path) -> _Status | None:
+    async def _status(self, worktree: Path) -> StatusListing | None:
         """Run `git status` in `worktree`; None on any failure (counted)."""
         argv = [
             self.git,
@@ -398,6 +399,7 @@ __all__ = [
     "UNMERGED_CODES",
     "EvidenceStats",
     "GitEvidence",
+    "StatusListing",
     "check_worktree",
     "parse_status",
     "worktree_for",
