@@ -34,8 +34,10 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tenure import __version__
+from tenure.api.dashboard import install_dashboard
 from tenure.api.http import install_routes
-from tenure.core.errors import InvalidInput
+from tenure.auth import ADMIN
+from tenure.core.errors import InvalidInput, TenureError
 from tenure.monitor import EvidenceSource, Monitor, PassResult
 from tenure.service import Coordinator, Options, Sink
 from tenure.settings import Settings, load_settings
@@ -260,8 +262,8 @@ def _hook_deliverer(cls: Any, runtime: Runtime) -> Any:
     """Build the hook deliverer from the settings, whatever keywords it takes."""
     s = runtime.settings
     return cls(
-        runtime.store,
-        urls=s.webhook_urls,
+        store=runtime.store,
+        webhook_urls=s.webhook_urls,
         secret=s.hooks_secret,
         max_attempts=s.hooks_max_attempts,
     )
@@ -337,12 +339,14 @@ def create_app(
         lifespan=lifespan,
     )
     install_routes(app)
+    install_dashboard(app)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        return Response(
-            request.app.state.runtime.telemetry.render(), media_type=CONTENT_TYPE_LATEST
-        )
+        runtime: Runtime = request.app.state.runtime
+        # The lease gauges are a snapshot: take it at each scrape.
+        runtime.telemetry.set_lease_gauges(await runtime.coordinator.admin.statistics(ADMIN))
+        return Response(runtime.telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(
         _RequestTimer, telemetry=lambda: getattr(state.get("runtime"), "telemetry", None)
@@ -386,6 +390,13 @@ def serve(
             "but put TLS in front of Tenure before exposing it",
             settings.host,
         )
+    try:
+        # Open (and migrate) the store once before listening, so a database that
+        # is unreachable or newer than this code stops the start with one clear line.
+        asyncio.run(_check_store(settings.database_url))
+    except TenureError as error:
+        log.error("cannot start: %s", error.message)
+        return 2
     app = app or create_app(settings)
     config = uvicorn.Config(
         app,
@@ -409,6 +420,11 @@ def serve(
     if runtime is not None and runtime.failure is not None:
         return 1
     return 0 if server.started else 1
+
+
+async def _check_store(database_url: str) -> None:
+    store = await open_store(database_url, migrate=True)
+    await store.close()
 
 
 def _after_start(server: Any, callback: Callable[[], None]) -> None:
