@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tenure.cli_server",
     "tenure.cli_client",
     "tenure.cli_mcp",
+    "tenure.cli_lab",
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Scores", "StintOutcome", "percentile", "score"]
+__all__ = ["COLUMNS", "Scores", "StintOutcome", "percentile", "score", "scores_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +145,48 @@ def score(
         outcomes=chosen,
         refusals=dict(refusals or {}),
     )
+
+
+#: Columns of the printed table: (heading, key of `Scores.to_dict`).
+COLUMNS = (
+    ("stints", "stints"),
+    ("live", "live"),
+    ("false", "false_recoveries"),
+    ("false%", "false_recovery_rate"),
+    ("revive", "revivals"),
+    ("dead", "dead"),
+    ("found", "detected"),
+    ("lat50", "latency_median_s"),
+    ("lat95", "latency_p95_s"),
+    ("latmax", "latency_max_s"),
+    ("missed", "undetected"),
+    ("lost_min", "lost_agent_minutes"),
+)
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "false_recovery_rate":
+        return f"{100 * value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def scores_table(rows: list[tuple[tuple[str, ...], Scores]], labels: tuple[str, ...]) -> str:
+    """A plain-text table: one row per (label values, scores), headed by `labels`."""
+    head = [*labels, *(heading for heading, _ in COLUMNS)]
+    body = [
+        [*names, *(_cell(key, scores.to_dict()[key]) for _, key in COLUMNS)]
+        for names, scores in rows
+    ]
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    lines = []
+    for line in [head, *body]:
+        cells = [
+            cell.ljust(width) if i < len(labels) else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
