@@ -238,6 +238,15 @@ def proxy_pids() -> list[int]:
     return found
 
 
+def stored(record: Any) -> Any:
+    """A record as stored: without the fields computed from the moment it was read."""
+    if isinstance(record, dict):
+        return {k: stored(v) for k, v in record.items() if k not in {"seconds_left", "state"}}
+    if isinstance(record, list):
+        return [stored(item) for item in record]
+    return record
+
+
 async def wait_for(
     check: Callable[[], Awaitable[Any]], timeout: float, step: float = 0.1
 ) -> tuple[Any, float]:

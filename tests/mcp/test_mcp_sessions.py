@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 from tests.mcp.conftest import STEADY_MONITOR_INTERVAL, SUSPECT_AFTER_CLOSE
-from tests.mcp.live import Admin, LiveServer, agent_session, proxy_pids, wait_for
+from tests.mcp.live import Admin, LiveServer, agent_session, proxy_pids, stored, wait_for
 
 from tenure.auth import ADMIN
 
@@ -22,12 +22,6 @@ MARGIN = 3.0
 def _expiry(lease: dict[str, Any] | None) -> datetime:
     assert lease is not None
     return datetime.fromisoformat(lease["expires_at"])
-
-
-def _stored(lease: dict[str, Any] | None) -> dict[str, Any]:
-    """A lease's stored fields (not those computed from the moment it was read)."""
-    assert lease is not None
-    return {k: v for k, v in lease.items() if k not in {"seconds_left", "state"}}
 
 
 async def _open_sessions(admin: Admin, board: str, agent_id: str) -> int:
@@ -65,12 +59,12 @@ async def test_every_tool_call_of_the_holder_moves_its_expiry_and_nobody_elses_d
                 shown = {lease["task_id"]: lease for lease in answer["notice"]["leases"]}
                 assert _expiry(shown["t1"]) == after, tool
 
-            untouched = _stored(await admin.lease(board, "t1"))
+            untouched = stored(await admin.lease(board, "t1"))
             await bystander.call("ping")
             await bystander.call("heartbeat")
             await bystander.call("get_task_context", task_id="t1")
             await bystander.call("request_next_task")  # takes t2
-            assert _stored(await admin.lease(board, "t1")) == untouched
+            assert stored(await admin.lease(board, "t1")) == untouched
 
 
 async def test_a_session_closed_and_reopened_in_time_keeps_the_lease(

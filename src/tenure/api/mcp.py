@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -260,9 +260,12 @@ class McpEndpoint:
         elif method == "GET" and entry is not None:
             await self._stream(session_id, entry, scope, receive, send)
         elif session_id is None:
-            status, created = await self._forward(scope, receive, send)
-            if created and status is not None and status < 400 and digest is not None:
-                await self.book.opened(created, digest, caller)
+
+            async def opened(status: int, created: str | None) -> None:
+                if created and status < 400 and digest is not None:
+                    await self.book.opened(created, digest, caller)
+
+            await self._forward(scope, receive, send, before_answer=opened)
         else:
             if entry is not None:
                 await self.book.resumed(session_id)
@@ -279,14 +282,18 @@ class McpEndpoint:
         receive: Receive,
         send: Send,
     ) -> None:
-        if entry is not None:
-            entry.closing = True
-        status, _ = await self._forward(scope, receive, send)
         if entry is None or session_id is None:
+            await self._forward(scope, receive, send)
             return
-        if status is not None and status < 300:
-            await self.book.closed(session_id)
-        else:
+        entry.closing = True
+
+        async def closed(status: int, _: str | None) -> None:
+            # Settled before the client hears back, so "deleted" means "closed".
+            if status < 300:
+                await self.book.closed(session_id)
+
+        status, _ = await self._forward(scope, receive, send, before_answer=closed)
+        if status is None or status >= 300:
             entry.closing = False
 
     async def _stream(
@@ -314,9 +321,18 @@ class McpEndpoint:
             await self.book.dropped(session_id)
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        before_answer: Callable[[int, str | None], Awaitable[None]] | None = None,
     ) -> tuple[int | None, str | None]:
-        """Let the SDK answer; return the status and any session id it created."""
+        """Let the SDK answer; return the status and any session id it created.
+
+        `before_answer` runs once the SDK has decided its answer (status and
+        session id) and before the client receives it.
+        """
         seen: dict[str, Any] = {"status": None, "session": None}
 
         async def watch(message: Message) -> None:
@@ -325,6 +341,8 @@ class McpEndpoint:
                 for key, value in message.get("headers", []):
                     if key.decode("latin-1").lower() == SESSION_HEADER:
                         seen["session"] = value.decode("latin-1")
+                if before_answer is not None:
+                    await before_answer(seen["status"], seen["session"])
             await send(message)
 
         await self.manager.handle_request(scope, receive, watch)
