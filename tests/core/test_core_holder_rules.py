@@ -11,9 +11,11 @@ from tenure.core import (
     UNCHANGED,
     ChangeKind,
     EndReason,
+    Evidence,
     Report,
     Subject,
     TaskStatus,
+    Wait,
     heartbeat,
     report,
     touch,
@@ -60,7 +62,7 @@ def test_late_report_after_recover_after_but_before_recovery_revives_the_lease()
     assert change.kind is ChangeKind.REVIVED
     lease = bench.live()
     assert lease is not None and lease.recover_after > bench.now
-    assert bench.decide() is not None and lease.epoch == 1
+    assert isinstance(bench.decide(), Wait) and lease.epoch == 1
 
 
 def test_a_late_touch_revives_the_lease_too() -> None:
@@ -110,8 +112,6 @@ def test_a_touch_never_shortens_a_conflict_extension() -> None:
     bench.add()
     bench.claim()
     bench.expire()
-    from tenure.core import Evidence
-
     bench.sweep(evidence=Evidence(conflict=True))
     extended = bench.live()
     assert extended is not None
