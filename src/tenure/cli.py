@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tenure.cli_config",
     "tenure.cli_server",
     "tenure.cli_client",
+    "tenure.cli_watch",
     "tenure.cli_mcp",
     "tenure.cli_lab",
 )

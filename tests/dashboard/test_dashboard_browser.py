@@ -1,0 +1,193 @@
+"""The dashboard in a real browser (Playwright driving Debian's chromium)
+against a real server process: sign-in, a live recovery with its handoff,
+admin actions, what viewers may and may not see, and a screenshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.dashboard.conftest import OUTPUT, Dash, Watched, sign_in
+from tests.support.server import wait_until
+
+pytestmark = pytest.mark.xdist_group("dashboard")
+
+#: Playwright waits (ms): a recovery takes lease 3 s + grace 1 s + a monitor pass.
+LIVE_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def admin_page(browser: Any, dash: Dash) -> Watched:
+    return sign_in(browser, dash, dash.server.admin_token)
+
+
+def card(page: Any, task_id: str, column: str | None = None) -> Any:
+    where = f'.column[data-status="{column}"] ' if column else ""
+    return page.locator(f'{where}.card[data-task-id="{task_id}"]')
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_and_the_page_loads_clean(
+    admin_page: Watched, dash: Dash
+) -> None:
+    page = admin_page.page
+    cookies = page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "tenure_session")
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert dash.server.admin_token not in session["value"]
+    card(page, "search-api", "in_progress").wait_for()
+    held = card(page, "ranking", "in_progress")
+    assert "grace" in held.locator(".agent").inner_text()
+    assert "82%" in held.inner_text()
+    assert "left" in held.locator(".countdown .left").inner_text()
+    assert "phase 4" in held.inner_text()
+    assert "tenure/grace-ranking" in held.locator(".branch").inner_text()
+    assert "NDCG" in held.locator(".note").inner_text()
+    assert card(page, "user-guide", "done").count() == 1
+    assert card(page, "ci-cache", "blocked").count() == 1
+    assert page.locator('[data-figure="active"] .value').inner_text() != "–"
+    assert admin_page.errors == []
+
+
+def test_a_wrong_token_is_refused_on_the_sign_in_page(browser: Any, dash: Dash) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(dash.server.url + "/login")
+    page.fill("#token", "tnr_admin_not-the-token")
+    page.click("#sign-in")
+    error = page.locator("#login-error")
+    error.wait_for(state="visible")
+    assert "token" in error.inner_text()
+    assert page.url.endswith("/login")
+    context.close()
+
+
+def test_a_task_claimed_then_recovered_shows_its_handoff_without_a_reload(
+    admin_page: Watched, dash: Dash
+) -> None:
+    page = admin_page.page
+    page.evaluate("window.__sameDocument = true")
+    add = dash.admin().post(
+        "/boards/alpha/tasks",
+        json={"id": "flaky", "title": "Flaky importer", "priority": "urgent"},
+    )
+    assert add.status_code == 201, add.text
+    card(page, "flaky", "todo").wait_for(timeout=LIVE_MS)
+    agent = dash.agent("tony")
+    claim = agent.post("/claim").json()
+    assert claim["task"]["id"] == "flaky", claim
+    report = agent.post(
+        "/tasks/flaky/progress",
+        json={"progress": 30, "message": "CSV half done", "branch": "tenure/tony-flaky"},
+    )
+    assert report.status_code == 200, report.text
+    card(page, "flaky", "in_progress").wait_for(timeout=LIVE_MS)
+    # Tony goes silent: the lease (3 s, grace 1 s) is recovered by the monitor.
+    handoff = card(page, "flaky", "todo").locator(".handoff")
+    handoff.wait_for(timeout=LIVE_MS)
+    text = handoff.inner_text()
+    assert "tony" in text and "30%" in text and "lease expired" in text
+    assert "tenure/tony-flaky" in text and "CSV half done" in text
+    assert page.evaluate("window.__sameDocument") is True
+    feed = page.locator("#events").inner_text()
+    assert "lease.recovered" in feed
+    assert admin_page.errors == []
+
+
+def test_admin_unassigns_requeues_and_adds_tasks_from_the_page(
+    admin_page: Watched, dash: Dash
+) -> None:
+    page = admin_page.page
+    card(page, "parse-logs", "in_progress").locator('button[data-action="unassign"]').click()
+    moved = card(page, "parse-logs", "todo")
+    moved.locator(".handoff").wait_for(timeout=LIVE_MS)
+    assert "unassigned" in moved.inner_text()
+    assert dash.task("alpha", "parse-logs")["status"] == "todo"
+
+    card(page, "ci-cache", "blocked").locator('button[data-action="requeue"]').click()
+    card(page, "ci-cache", "todo").wait_for(timeout=LIVE_MS)
+    assert dash.task("alpha", "ci-cache")["status"] == "todo"
+
+    page.click("#add-task")
+    page.fill('#add-form input[name="id"]', "from-the-page")
+    page.fill('#add-form input[name="title"]', "Added from the dashboard")
+    page.select_option('#add-form select[name="priority"]', "high")
+    page.click("#add-submit")
+    card(page, "from-the-page", "todo").wait_for(timeout=LIVE_MS)
+    assert dash.task("alpha", "from-the-page")["priority"] == "high"
+    assert admin_page.errors == []
+
+
+def test_actions_without_the_csrf_header_are_refused(admin_page: Watched, dash: Dash) -> None:
+    assert admin_page.errors == []
+    status = admin_page.page.evaluate(
+        """async () => (await fetch('/ui/api/boards/alpha/tasks/ranking/unassign',
+                          {method: 'POST', credentials: 'same-origin'})).status"""
+    )
+    assert status == 403
+    assert dash.task("alpha", "ranking")["status"] == "in_progress"
+    admin_page.errors.clear()  # the browser logs the refusal this test asked for
+
+
+def test_a_viewer_sees_its_board_without_actions_and_nothing_of_another(
+    browser: Any, dash: Dash
+) -> None:
+    watched = sign_in(browser, dash, dash.viewer_alpha)
+    page = watched.page
+    card(page, "search-api", "in_progress").wait_for()
+    assert page.locator("button[data-action]").count() == 0
+    assert page.locator("#add-task").is_hidden()
+    options = page.locator("#board-select option").all_inner_texts()
+    assert options == ["Alpha (alpha)"]
+    assert "beta" not in page.content().lower()
+    assert watched.errors == []
+    answers = page.evaluate(
+        """async () => Promise.all([
+             '/ui/api/boards/beta/tasks', '/ui/api/boards/beta/statistics',
+             '/ui/api/boards/beta/events', '/ui/api/boards/beta/stream',
+           ].map(async (u) => (await fetch(u)).status))"""
+    )
+    assert answers == [404, 404, 404, 404]
+    denied = page.evaluate(
+        """async () => (await fetch('/ui/api/boards/alpha/tasks/search-api/unassign', {
+             method: 'POST', headers: {'X-CSRF-Token': (await (await fetch('/ui/api/session'))
+               .json()).csrf_token}})).status"""
+    )
+    assert denied == 403
+    page.context.close()
+
+    other = sign_in(browser, dash, dash.viewer_beta)
+    card(other.page, "beta-secret", "todo").wait_for()
+    assert other.page.locator('.card[data-task-id="search-api"]').count() == 0
+    assert "alpha" not in other.page.locator("#board-select").inner_text().lower()
+    assert other.errors == []
+    other.page.context.close()
+
+
+def test_signing_out_ends_the_session(browser: Any, dash: Dash) -> None:
+    watched = sign_in(browser, dash, dash.viewer_beta)
+    page = watched.page
+    page.click("#sign-out")
+    page.wait_for_url("**/login")
+    status = page.evaluate("async () => (await fetch('/ui/api/session')).status")
+    assert status == 401
+    page.goto(dash.server.url + "/")
+    page.wait_for_url("**/login")
+    page.context.close()
+
+
+def test_the_board_screenshot_shows_every_kind_of_card(admin_page: Watched, dash: Dash) -> None:
+    page = admin_page.page
+    wait_until(lambda: dash.task("alpha", "doomed")["dead_lettered"], 30, 0.2, "a dead letter")
+    dead = card(page, "doomed", "blocked")
+    dead.wait_for(timeout=LIVE_MS)
+    assert "dead letter" in dead.inner_text()
+    page.wait_for_function(
+        "document.querySelector('[data-figure=\"dead\"] .value').textContent === '1'",
+        timeout=LIVE_MS,
+    )
+    OUTPUT.mkdir(exist_ok=True)
+    shot = OUTPUT / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    assert admin_page.errors == []
