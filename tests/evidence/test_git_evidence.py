@@ -111,7 +111,7 @@ async def test_a_hung_git_is_killed_at_the_timeout(
     elapsed = time.monotonic() - started
     assert found == Evidence()  # a timeout counts as no conflict
     assert source.stats.timeouts == 1
-    assert 0.4 <= elapsed < 5.0
+    assert 0.4 <= elapsed < 10.0  # cut near 0.5 s, never the wrapper's 120 s
     # The wrapper's child was killed with it, not left sleeping on the pipe.
     child = int((tmp_path / "hung-child.pid").read_text())
     deadline = time.monotonic() + 5.0
