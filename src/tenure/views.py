@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tenure.core import lease as lease_rules
+from tenure.core.handoff import is_visible
 from tenure.core.model import Agent, Board, Comment, Handoff, Lease, Task
 from tenure.core.policy import Policy
 
@@ -52,9 +53,7 @@ def lease_view(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:
 
 def handoff_view(handoff: Handoff | None, now: datetime, *, include_expired: bool = False) -> Any:
     """A handoff as the next agent receives it; None once it has expired."""
-    if handoff is None:
-        return None
-    if handoff.expires_at <= now and not include_expired:
+    if handoff is None or not (include_expired or is_visible(handoff, now)):
         return None
     return handoff.to_dict()
 
