@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -443,8 +444,6 @@ def follow_events(call: ApiCall, params: Json, after: int) -> Iterator[Json]:
                         yield json.loads(line[5:].strip())
         except httpx.TransportError:
             typer.echo("tenure: the event stream dropped; reconnecting", err=True)
-            import time
-
             time.sleep(1.0)
 
 
@@ -508,3 +507,7 @@ def register(app: typer.Typer) -> None:
         app.add_typer(group)
     for command in (stats, events, assign, unassign, requeue):
         app.command()(command)
+
+
+# Shared with other command modules (e.g. `tenure board watch`).
+__all__ = ["DEFAULT_URL", "ApiCall", "AsJson", "Token", "Url", "board_app", "register"]
