@@ -274,7 +274,9 @@ class _Replay:
         recovered: dict[tuple[str, str], list[float]] = defaultdict(list)
         reclaimed: dict[tuple[str, str], list[float]] = defaultdict(list)
         revivals = 0
+        log: dict[str, int] = defaultdict(int)
         for row in await self._log():
+            log[row["type"]] += 1
             key = (row["agent_id"], row["task_id"])
             t = _seconds(datetime.fromisoformat(row["at"]))
             if row["type"] in _RECOVERY_EVENTS:
@@ -287,7 +289,7 @@ class _Replay:
             self._outcome(s, recovered[(s.agent, s.task)], reclaimed[(s.agent, s.task)])
             for s in self.stints
         ]
-        return score(outcomes, revivals, dict(self.refusals))
+        return score(outcomes, revivals, dict(self.refusals), dict(log))
 
     def _outcome(
         self, stint: Stint, recovered: list[float], reclaimed: list[float]

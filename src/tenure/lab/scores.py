@@ -79,8 +79,9 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 class Scores:
     """Issue 9's scores of one replay (or of any selection of outcomes).
 
-    `to_dict` gives exactly the published keys; `outcomes` and `refusals`
-    (errors the engine answered, by code) are there for deeper looks.
+    `to_dict` gives exactly the published keys; `outcomes`, `refusals`
+    (errors the engine answered, by call and code) and `log` (the event
+    log's rows by type) are there for deeper looks.
     """
 
     stints: int
@@ -97,6 +98,7 @@ class Scores:
     lost_agent_minutes: float
     outcomes: tuple[StintOutcome, ...] = field(default=(), compare=False, repr=False)
     refusals: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    log: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     KEYS = (
         "stints",
@@ -122,6 +124,7 @@ def score(
     outcomes: Iterable[StintOutcome],
     revivals: int = 0,
     refusals: dict[str, int] | None = None,
+    log: dict[str, int] | None = None,
 ) -> Scores:
     """Fold stint outcomes into `Scores` (`revivals` counted by the caller)."""
     chosen = tuple(outcomes)
@@ -144,6 +147,7 @@ def score(
         lost_agent_minutes=round(sum(o.lost_s for o in false) / 60.0, 1),
         outcomes=chosen,
         refusals=dict(refusals or {}),
+        log=dict(log or {}),
     )
 
 
