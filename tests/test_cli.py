@@ -33,12 +33,6 @@ def test_version_prints_the_package_version() -> None:
     assert result.stdout == f"tenure {__version__}\n"
 
 
-def test_serve_says_clearly_that_the_server_is_missing_until_it_lands() -> None:
-    result = runner.invoke(app, ["serve"])
-    assert result.exit_code == 1
-    assert "server is not part of this build" in result.stderr
-
-
 def test_config_show_lists_every_setting_with_its_source(
     clean_env: dict[str, str | None], tmp_path: Path
 ) -> None:

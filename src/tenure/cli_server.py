@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -114,8 +115,12 @@ def serve(
             daemon=True,
         ).start()
 
-    typer.echo(f"tenure: demo database in {folder}", err=True)
-    raise typer.Exit(server.serve(settings, app=app, on_started=start_demo))
+    typer.echo(f"tenure: demo database in {folder} (removed when the demo ends)", err=True)
+    try:
+        status = server.serve(settings, app=app, on_started=start_demo)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    raise typer.Exit(status)
 
 
 def _connectable(host: str) -> str:
