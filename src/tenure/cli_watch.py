@@ -32,7 +32,6 @@ from rich.text import Text
 from tenure.cli_client import DEFAULT_URL, ApiCall, Token, Url
 
 Json = dict[str, Any]
-console = Console(highlight=False)
 
 COLUMNS = (
     ("todo", "To do"),
@@ -375,6 +374,7 @@ def watch(
     """
     from rich.live import Live
 
+    console = Console(highlight=False)  # made now, so it measures the terminal now
     call = ApiCall(url, token)
     board = f"/boards/{board_id}"
     tasks: dict[str, Json] = {t["id"]: t for t in call("GET", f"{board}/tasks")["tasks"]}

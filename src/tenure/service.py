@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, token_hash
 from tenure.core import lease as rules
-from tenure.core.decisions import Change, Evidence, Report, Subject
+from tenure.core.decisions import Change, ChangeKind, Evidence, Report, Subject
 from tenure.core.errors import (
     Conflict,
     Forbidden,
@@ -33,6 +33,7 @@ from tenure.core.errors import (
     Unauthorized,
 )
 from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
+from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
 from tenure.store.base import ClaimFilter, Store, Tx
 from tenure.units import Effects, RaceLost, write
@@ -123,6 +124,12 @@ class Coordinator:
         for change in effects.changes:
             for counter in change.counters:
                 self.sink.count(str(counter))
+            # Renewals and touches are metrics only: not stored per board, since
+            # counting each would add a write to the hottest path.
+            if change.kind is ChangeKind.RENEWED:
+                self.sink.count(str(ModelCounter.RENEWALS))
+            elif change.kind is ChangeKind.TOUCHED:
+                self.sink.count(str(ModelCounter.TOUCHES))
             if change.telemetry is not None:
                 self.sink.lease_expired(change.telemetry)
                 latency = change.telemetry.get("detection_latency_s")

@@ -157,6 +157,9 @@ def recover(
         "task_held_minutes": round(handoff.time_spent_minutes, 2),
         "progress_pct_at_expiry": handoff.previous_progress,
         "recovery_attempted": True,
+        # Expiry to recovery, for the detection-latency histogram (never negative:
+        # a suspect lease may be recovered before it expires).
+        "detection_latency_s": round(max(0.0, (now - lease.expires_at).total_seconds()), 3),
     }
     fx = Effects()
     fx.counters.append(Counter(f"recoveries.{reason}"))
