@@ -45,18 +45,19 @@ from tenure.lab import (
 )
 from tenure.lab.scores import percentile
 
-Job = tuple[str, int, str, int, int, float, tuple[str, ...]]
+Job = tuple[str, int, str, int, int, float, float | None, tuple[str, ...]]
 Result = tuple[str, int, str, tuple[StintOutcome, ...], int, dict[str, int], float]
 
 
 def run_one(job: Job) -> Result:
     """Simulate (profile, seed) and replay it under one policy, in a worker process."""
-    profile, seed, policy, agents, tasks, interval, modules = job
+    profile, seed, policy, agents, tasks, interval, takeover, modules = job
     for module in modules:
         importlib.import_module(module)
     started = time.perf_counter()
     trace = simulate(agents, tasks, seed, profile)
-    scores = replay(trace, lab_policy(policy), options=ReplayOptions(interval_s=interval))
+    options = ReplayOptions(interval_s=interval, takeover_s=takeover)
+    scores = replay(trace, lab_policy(policy), options=options)
     elapsed = time.perf_counter() - started
     return profile, seed, policy, scores.outcomes, scores.revivals, scores.refusals, elapsed
 
@@ -165,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", default=",".join(profile_names()))
     parser.add_argument("--policies", default="spec,seed,fixed")
     parser.add_argument("--interval", type=float, default=10.0, help="monitor interval, s")
+    parser.add_argument(
+        "--takeover",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a standby agent redoes each recovered task S seconds later (lost minutes)",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--register", action="append", default=[], metavar="MODULE")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -178,7 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     for policy in policies:
         lab_policy(policy)  # refuse a bad name before any work
     jobs: list[Job] = [
-        (profile, seed, policy, args.agents, args.tasks, args.interval, tuple(args.register))
+        (
+            profile,
+            seed,
+            policy,
+            args.agents,
+            args.tasks,
+            args.interval,
+            args.takeover,
+            tuple(args.register),
+        )
         for profile in profiles
         for seed in seeds
         for policy in policies
@@ -205,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         for policy in policies
     }
     goals = goal_rows(pooled, policies)
+    takeover = "off" if args.takeover is None else f"after {args.takeover:g} s"
     setup = (
         f"{args.agents} agents x {args.tasks} tasks x seeds {seeds}; monitor every "
-        f"{args.interval:g} s; {len(jobs)} replays in {wall:.1f} s on {args.jobs} process(es)"
+        f"{args.interval:g} s; takeover {takeover}; "
+        f"{len(jobs)} replays in {wall:.1f} s on {args.jobs} process(es)"
     )
     if args.json:
         doc = {

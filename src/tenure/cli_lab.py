@@ -30,6 +30,14 @@ def replay(
     interval: Annotated[
         float, typer.Option(help="Seconds between monitor passes.", min=0.1)
     ] = 10.0,
+    takeover: Annotated[
+        float | None,
+        typer.Option(
+            help="A standby agent redoes each recovered task this many seconds later, "
+            "so a falsely recovered agent loses its minutes (default: off).",
+            min=0.0,
+        ),
+    ] = None,
 ) -> None:
     """Feed a trace through the real engine on a fake clock and score it.
 
@@ -37,7 +45,7 @@ def replay(
     revivals, lost agent minutes. With one policy, --json prints one object;
     with several, an object of them by policy name.
 
-    Example: tenure replay fleet.jsonl --policy spec --policy seed
+    Example: tenure replay fleet.jsonl --policy spec --policy seed --takeover 30
     """
     from tenure.lab import ReplayOptions, lab_policy, load_trace, scores_table
     from tenure.lab import replay as run_replay
@@ -46,7 +54,7 @@ def replay(
     try:
         events = load_trace(trace)
         chosen = [(name, lab_policy(name)) for name in names]
-        options = ReplayOptions(interval_s=interval)
+        options = ReplayOptions(interval_s=interval, takeover_s=takeover)
         results = [(name, run_replay(events, p, options=options)) for name, p in chosen]
     except (TenureError, OSError) as error:
         typer.echo(f"tenure replay: {getattr(error, 'message', error)}", err=True)

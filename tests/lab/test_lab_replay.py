@@ -214,3 +214,16 @@ def test_scores_have_exactly_the_published_keys() -> None:
         "undetected",
         "lost_agent_minutes",
     ]
+
+
+def test_with_takeover_a_standby_redoes_a_recovered_task_and_the_old_holder_loses_its_time() -> (
+    None
+):
+    trace = silent_400_s(writes=True)
+    scores = replay(trace, "seed", options=ReplayOptions(takeover_s=5.0))
+    (outcome,) = scores.outcomes
+    assert outcome.recoveries and not outcome.reclaims
+    assert scores.lost_agent_minutes == pytest.approx((700 - outcome.recoveries[0]) / 60, abs=0.1)
+    assert scores.refusals == {"progress:lease_lost": 2, "complete:lease_lost": 1}
+    # spec kept the lease, so there was nothing to take over.
+    assert replay(trace, "spec", options=ReplayOptions(takeover_s=5.0)).lost_agent_minutes == 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -39,7 +40,7 @@ from typing import Any
 from tenure.auth import ADMIN, Caller, Role
 from tenure.clock import FakeClock
 from tenure.core.decisions import Evidence, Report
-from tenure.core.errors import TenureError
+from tenure.core.errors import InvalidInput, TenureError
 from tenure.core.model import Agent, Board, Lease
 from tenure.core.policy import Policy
 from tenure.lab.policies import lab_policy
@@ -49,13 +50,16 @@ from tenure.monitor import Monitor
 from tenure.service import Coordinator, NullSink, Options
 from tenure.store.sqlite import open_sqlite
 
-__all__ = ["BOARD", "START", "ReplayOptions", "TraceEvidence", "replay", "replay_async"]
+__all__ = ["BOARD", "STANDBY", "START", "ReplayOptions", "TraceEvidence", "replay", "replay_async"]
 
 #: The moment a replayed trace's t = 0 stands for.
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 #: The one board a replay puts every task and agent on.
 BOARD = "lab"
+
+#: The agent that takes recovered tasks over when `ReplayOptions.takeover_s` is set.
+STANDBY = "lab-standby"
 
 #: Event types that mean "the engine took the task from its holder".
 _RECOVERY_EVENTS = frozenset({"lease.recovered", "task.dead_lettered"})
@@ -73,11 +77,19 @@ class ReplayOptions:
     - `tail_s`: how long passes go on after the last line, waiting for dead
       agents' tasks to be taken back; a dead stint still held then is
       undetected.
+    - `takeover_s`: when set, a task the engine recovered is given that many
+      seconds later to a standby agent (the admin assign path), if it is
+      still `todo`, and finished by it at once: another agent redid the work,
+      so the old holder's later calls get `lease_lost` and its minutes from
+      the recovery on are lost. None (the default): the trace alone decides
+      who works on what, and a live agent claims a recovered task back at its
+      next call.
     - `directory`: where the temporary SQLite file goes (the system default).
     """
 
     interval_s: float = 10.0
     tail_s: float = 3600.0
+    takeover_s: float | None = None
     directory: str | None = None
 
 
@@ -156,6 +168,9 @@ class _Replay:
         self.coordinator: Coordinator
         self.monitor: Monitor
         self.passes = 0
+        self.takeovers: list[tuple[float, str]] = []
+        self.log_cursor = 0
+        self.taken_over = 0
 
     async def run(self, directory: Path) -> Scores:
         store = await open_sqlite(directory / "replay.db", self.clock)
@@ -173,7 +188,12 @@ class _Replay:
     async def _populate(self) -> None:
         admin = self.coordinator.admin
         await admin.create_board(ADMIN, BOARD)
-        for agent in dict.fromkeys(e.agent for e in self.events):
+        agents = dict.fromkeys(e.agent for e in self.events)
+        if self.options.takeover_s is not None:
+            if STANDBY in agents:
+                raise InvalidInput(f"the trace may not use the agent id {STANDBY!r}")
+            agents[STANDBY] = None
+        for agent in agents:
             await admin.register_agent(ADMIN, {"agent_id": agent}, BOARD)
         tasks = list(dict.fromkeys(e.task for e in self.events if e.task is not None))
         for first in range(0, len(tasks), 5000):
@@ -182,19 +202,47 @@ class _Replay:
 
     async def _pass_at(self, t: float) -> None:
         self.clock.set(_at(t))
-        await self.monitor.run_pass()
+        result = await self.monitor.run_pass()
         self.passes += 1
+        if self.options.takeover_s is not None and (result.recovered or result.dead_lettered):
+            await self._schedule_takeovers(t + self.options.takeover_s)
+
+    async def _schedule_takeovers(self, when: float) -> None:
+        """Queue the tasks recovered since the last look for the standby agent."""
+        page = await self.coordinator.admin.events(ADMIN, BOARD, after=self.log_cursor, limit=5000)
+        for row in page:
+            self.log_cursor = max(self.log_cursor, row["id"])
+            if row["type"] == "lease.recovered":
+                heapq.heappush(self.takeovers, (when, row["task_id"]))
+
+    async def _take_over(self, t: float, task: str) -> None:
+        """The standby claims a recovered task still on the board and finishes it."""
+        self.clock.set(max(self.clock.now(), _at(t)))
+        try:
+            await self.coordinator.assign(ADMIN, BOARD, task, STANDBY)
+        except TenureError:
+            return  # claimed back, or dead-lettered: nothing to take over
+        done = Report(status="completed", progress=100, message="taken over")
+        await self.coordinator.report_progress(self._caller(STANDBY), task, done)
+        self.taken_over += 1
 
     async def _walk(self) -> None:
+        """Lines, takeovers and passes in time order (at one moment: takeovers,
+        then lines, then the pass), then passes until dead agents' tasks are back."""
         interval = self.options.interval_s
-        k = 0
-        for event in self.events:
-            while k * interval < event.t - _EPSILON:
+        events, k, i = self.events, 0, 0
+        while i < len(events):
+            next_line = events[i].t
+            if self.takeovers and self.takeovers[0][0] <= min(next_line, k * interval) + _EPSILON:
+                await self._take_over(*heapq.heappop(self.takeovers))
+            elif k * interval < next_line - _EPSILON:
                 await self._pass_at(k * interval)
                 k += 1
-            self.clock.set(max(self.clock.now(), _at(event.t)))
-            await self._apply(event)
-        end = self.events[-1].t if self.events else 0.0
+            else:
+                self.clock.set(max(self.clock.now(), _at(next_line)))
+                await self._apply(events[i])
+                i += 1
+        end = events[-1].t if events else 0.0
         waiting = {(s.agent, s.task) for s in self.stints if s.dead}
         while k * interval <= end + self.options.tail_s + _EPSILON:
             await self._pass_at(k * interval)
