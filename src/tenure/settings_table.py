@@ -208,11 +208,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store.database_url", Kind.TEXT, "sqlite:///./tenure.db",
             "The store: `sqlite:///path` (embedded) or `postgresql://...`.",
             check=_database_url),
+    Setting("store.migrate", Kind.CHOICE, "embedded",
+            "Migrations `tenure serve` applies at start: `embedded` (SQLite only; a "
+            "PostgreSQL database that needs any is refused until `tenure db migrate`), "
+            "`always`, or `never`.",
+            choices=("embedded", "always", "never")),
     _s("monitor.interval", 10.0, "Time between two passes of the monitor.", _POSITIVE),
     _i("monitor.batch_size", 200, "Due leases the monitor handles per batch.", 1),
     _i("agents.max_tasks_per_agent", 1, "Tasks one agent may hold at once.", 1),
     Setting("agents.allowed_worktree_roots", Kind.LIST, (),
-            "Directories under which agents' worktrees may be (empty: anywhere)."),
+            "Directories under which an agent may name its own worktree (empty: an "
+            "agent-named worktree is refused, and only the path the template derives "
+            "under the parent of the board's `project_root` is probed)."),
     Setting("agents.worktree_template", Kind.TEXT, "{project_root}/../worktrees/{agent_id}",
             "An agent's worktree when it names none.",
             check=_template("project_root", "agent_id")),
@@ -223,7 +230,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hooks.secret", Kind.TEXT, "", "Key that signs webhook bodies (HMAC-SHA256).",
             secret=True),
     _i("hooks.max_attempts", 8, "Deliveries tried per hook event before it is dropped.", 1),
-    _i("events.retention_days", 30, "Events and comments older than this are pruned (0: never)."),
+    _i("events.retention_days", 30,
+       "Events and comments older than this are pruned, except those of tasks not yet "
+       "done (0: never)."),
+    _i("events.prune_batch_size", 500, "Rows the pruner deletes per transaction.", 1),
+    _s("events.prune_interval", 3600.0, "Time between two pruning rounds of the server.",
+       _POSITIVE),
     Setting("log.format", Kind.CHOICE, "text", "`text` for people, `json` for JSON lines.",
             choices=("text", "json")),
     Setting("log.level", Kind.CHOICE, "INFO", "Least severe log level written.",
