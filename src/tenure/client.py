@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -88,6 +88,7 @@ class TenureClient:
         self._epoch: int | None = None
         self._seconds_left: float = 0.0
         self._lost: LeaseLostError | None = None
+        self._closing: str | None = None
         self._stop_heartbeat = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self.heartbeats_sent = 0
@@ -174,17 +175,15 @@ class TenureClient:
     ) -> Json:
         """The worker cannot go on: the lease ends and the task is `blocked`."""
         target = self._target(task_id)
-        answer = self._call(
-            "POST", f"/tasks/{target}/block", {"description": description, "severity": severity}
-        )
-        self._drop(target)
+        body = {"description": description, "severity": severity}
+        answer = self._ending(target, lambda: self._call("POST", f"/tasks/{target}/block", body))
         return answer
 
     def release(self, message: str = "", *, task_id: str | None = None) -> Json:
         """Give the held task back to the board, with a note for the next agent."""
         target = self._target(task_id)
-        answer = self._call("POST", f"/tasks/{target}/release", {"message": message})
-        self._drop(target)
+        body = {"message": message}
+        answer = self._ending(target, lambda: self._call("POST", f"/tasks/{target}/release", body))
         return answer
 
     def heartbeat(self, *, task_id: str | None = None) -> Json:
@@ -234,13 +233,34 @@ class TenureClient:
             body["validate"] = True
         if target == self._task_id and self._epoch is not None:
             body["epoch"] = self._epoch
-        answer = self._call("POST", f"/tasks/{target}/progress", body)
-        lease = answer.get("lease")
-        if status == "completed" and not (lease and "validating" in lease.get("flags", ())):
-            self._drop(target)
-        else:
+        path = f"/tasks/{target}/progress"
+        if status == "in_progress":
+            answer = self._call("POST", path, body)
             self._follow(target, answer)
+            return answer
+        answer = self._ending(target, lambda: self._call("POST", path, body), _still_held)
+        self._follow(target, answer)
         return answer
+
+    def _ending(
+        self,
+        task_id: str,
+        call: Callable[[], Json],
+        still_held: Callable[[Json], bool] = lambda answer: False,
+    ) -> Json:
+        """Run a call that may end the lease on `task_id`, and drop the task unless
+        the answer says it is still held. A heartbeat refused meanwhile is not a
+        loss (the worker is finishing or handing back the task itself)."""
+        with self._lock:
+            self._closing = task_id
+        try:
+            answer = call()
+            if not still_held(answer):
+                self._drop(task_id)
+            return answer
+        finally:
+            with self._lock:
+                self._closing = None
 
     def _raise_lost(self) -> None:
         lost = self._lost
@@ -262,7 +282,9 @@ class TenureClient:
         self._raise_lost()
         return self._request(method, path, body, token or self.token)
 
-    def _request(self, method: str, path: str, body: Json | None, token: str | None) -> Json:
+    def _request(
+        self, method: str, path: str, body: Json | None, token: str | None, *, beat: bool = False
+    ) -> Json:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         response = self._http.request(method, path, json=body, headers=headers)
         if response.status_code == 204:
@@ -279,7 +301,8 @@ class TenureClient:
             error = TenureError(f"HTTP {response.status_code} from {method} {path}")
         if isinstance(error, LeaseLost):
             task_id = _task_of(path)
-            self._drop(task_id)
+            if not beat:  # the heartbeat thread decides for itself (see `_beat`)
+                self._drop(task_id)
             raise LeaseLostError(error.message, details=error.details, task_id=task_id) from None
         raise error
 
@@ -333,6 +356,18 @@ class TenureClient:
             thread.join(timeout=5)
         self._heartbeat = None
 
+    def _flag(self, stop: threading.Event, task_id: str, lost: LeaseLostError) -> None:
+        """The heartbeat learnt that the lease on `task_id` is gone: the next call
+        raises `lost`. Not when the worker itself is ending the lease (a heartbeat
+        that crossed a completion or release is refused too) or already did."""
+        with self._lock:
+            genuine = not stop.is_set() and self._closing != task_id and self._task_id == task_id
+            if genuine:
+                self._lost = lost
+        if genuine:
+            self._drop(task_id)
+            log.warning("lease on %s lost: %s", task_id, lost.message)
+
     def _beat(self, stop: threading.Event) -> None:
         """The heartbeat thread: one heartbeat per period while a task is held."""
         while not stop.wait(self._period()):
@@ -342,15 +377,20 @@ class TenureClient:
                 return
             body: Json = {"epoch": epoch} if epoch is not None else {}
             try:
-                answer = self._request("POST", f"/tasks/{task_id}/heartbeat", body, self.token)
+                answer = self._request(
+                    "POST", f"/tasks/{task_id}/heartbeat", body, self.token, beat=True
+                )
             except LeaseLostError as lost:
-                self._lost = lost
-                log.warning("lease on %s lost: %s", task_id, lost.message)
+                # A heartbeat that crossed a completion or release in flight is
+                # refused too; that is no loss to report.
+                self._flag(stop, task_id, lost)
                 return
             except (NotHolder, NotFound) as gone:
-                self._lost = LeaseLostError(gone.message, details=gone.details, task_id=task_id)
-                with self._lock:
-                    self._task_id = self._epoch = None
+                self._flag(
+                    stop,
+                    task_id,
+                    LeaseLostError(gone.message, details=gone.details, task_id=task_id),
+                )
                 return
             except (TenureError, httpx.HTTPError) as problem:
                 # The server may be restarting; the lease lives on its side. Try again.
@@ -359,6 +399,14 @@ class TenureClient:
             self.heartbeats_sent += 1
             if not stop.is_set():
                 self._follow(task_id, answer)
+
+
+def _still_held(answer: Json) -> bool:
+    """A completion that opened a validation window keeps the lease."""
+    lease = answer.get("lease")
+    return bool(
+        lease and lease.get("end_reason") is None and "validating" in lease.get("flags", ())
+    )
 
 
 def _task_of(path: str) -> str | None:

@@ -209,3 +209,17 @@ def test_after_an_admin_unassign_the_very_next_call_raises(server: LiveServer) -
             worker.complete("done anyway")
     task = server.admin().get("/boards/unassign2/tasks/u2").json()
     assert task["status"] == "todo"
+
+
+def test_a_heartbeat_crossing_a_completion_is_not_reported_as_a_loss(server: LiveServer) -> None:
+    fleet = new_board(server, "crossing")
+    fleet.add_tasks(*({"id": f"c{i}", "title": f"quick {i}"} for i in range(6)))
+    with TenureClient(server.url, heartbeat_min_s=0.01, heartbeat_max_s=0.01) as worker:
+        worker.register("quick", enrolment_key=fleet.enrolment_key)
+        for _ in range(6):
+            assert worker.claim()["task"] is not None
+            worker.report(50, "half")
+            time.sleep(0.05)  # let heartbeats fly
+            worker.complete("done")
+        answer = worker.claim()  # would raise if a crossed heartbeat were taken for a loss
+        assert answer["task"] is None and answer["reason"] == "no_todo_tasks"
