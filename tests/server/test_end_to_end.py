@@ -223,3 +223,39 @@ def test_a_heartbeat_crossing_a_completion_is_not_reported_as_a_loss(server: Liv
             worker.complete("done")
         answer = worker.claim()  # would raise if a crossed heartbeat were taken for a loss
         assert answer["task"] is None and answer["reason"] == "no_todo_tasks"
+
+
+def test_the_agent_protocol_routes_over_http(server: LiveServer) -> None:
+    fleet = new_board(server, "proto")
+    fleet.add_tasks({"id": "p1", "title": "Protocol", "description": "every route once"})
+    agent, _ = fleet.agent("p")
+    admin = server.admin()
+    me = agent.get("/me").json()
+    assert me["role"] == "agent" and me["agent_id"] == "p" and me["notice"]["leases"] == []
+
+    epoch = agent.post("/claim").json()["lease"]["epoch"]
+    context = agent.get("/tasks/p1/context").json()
+    assert context["task"]["description"] == "every route once" and context["handoff"] is None
+    beat = agent.post("/tasks/p1/heartbeat", json={"epoch": epoch, "conflict": True}).json()
+    assert beat["ok"] and beat["lease"]["conflict_extensions"] == 1
+    assert agent.post("/heartbeat").json()["notice"]["leases"][0]["task_id"] == "p1"
+    stale = agent.post("/tasks/p1/heartbeat", json={"epoch": epoch + 7})
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "lease_lost"
+
+    released = agent.post("/tasks/p1/release", json={"message": "over to someone else"}).json()
+    assert released["task"]["status"] == "todo"
+    assert released["task"]["handoff"]["recovery_reason"] == "released"
+
+    agent.post("/claim")
+    blocked = agent.post("/tasks/p1/block", json={"description": "needs credentials"})
+    assert blocked.status_code == 200 and blocked.json()["task"]["status"] == "blocked"
+    assert admin.post("/boards/proto/tasks/p1/requeue").json()["status"] == "todo"
+
+    agent.post("/claim")
+    validating = agent.post("/tasks/p1/progress", json={"status": "completed", "validate": True})
+    assert validating.json()["task"]["status"] == "in_progress"
+    assert "validating" in validating.json()["lease"]["flags"]
+    checked = admin.post("/boards/proto/tasks/p1/validation", json={"passed": True, "note": "ok"})
+    assert checked.status_code == 200 and checked.json()["task"]["status"] == "done"
+    admin_context = admin.get("/boards/proto/tasks/p1/context").json()
+    assert admin_context["task"]["status"] == "done"
