@@ -10,7 +10,7 @@ blips). Figures, not a test: nothing here asserts.
 
     .venv/bin/python bench/detection.py                                  # defaults
     .venv/bin/python bench/detection.py --agents 10 --tasks 200 --seeds 1,2,3,4,5
-    .venv/bin/python bench/detection.py --policies spec,seed,spec:silence_multiplier=3
+    .venv/bin/python bench/detection.py --policy seed --policy spec:silence_multiplier=3
     .venv/bin/python bench/detection.py --profiles seed,harsh --json > figures.json
 
 Runtime grows with agents x tasks x seeds x profiles x policies; the
@@ -164,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=150, help="tasks per simulated trace")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated simulation seeds")
     parser.add_argument("--profiles", default=",".join(profile_names()))
-    parser.add_argument("--policies", default="spec,seed,fixed")
+    parser.add_argument("--policies", default="spec,seed,fixed", help="comma-separated names")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME[:k=v,...]",
+        help="one policy, overrides allowed (repeat; replaces --policies)",
+    )
     parser.add_argument("--interval", type=float, default=10.0, help="monitor interval, s")
     parser.add_argument(
         "--takeover",
@@ -182,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(module)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     profiles = [p for p in args.profiles.split(",") if p.strip()]
-    policies = [p for p in args.policies.split(",") if p.strip()]
+    policies = args.policy or [p for p in args.policies.split(",") if p.strip()]
     for policy in policies:
         lab_policy(policy)  # refuse a bad name before any work
     jobs: list[Job] = [
