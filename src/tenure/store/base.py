@@ -173,6 +173,23 @@ class Tx(Protocol):
         error: str | None = None,
     ) -> None: ...
 
+    # upkeep: retention and importing a board's history -----------------------
+    def prune_events(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` of the oldest events older than `before` whose task
+        is `done`, no longer exists, or that name no task; returns how many went.
+        The history of a task not yet done is never pruned."""
+
+    def prune_comments(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` of the oldest comments older than `before` on
+        `done` tasks; returns how many went."""
+
+    def insert_events(self, events: Sequence[Event]) -> int:
+        """Append `events` in their order with their own times (an import): new
+        ids, the same order. Returns how many."""
+
+    def insert_comments(self, comments: Sequence[Comment]) -> int:
+        """Add `comments` in their order with their own times (an import)."""
+
     # meta -------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None: ...
 

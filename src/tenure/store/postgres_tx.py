@@ -31,6 +31,7 @@ from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailabl
 from tenure.core.model import Agent, Board, Comment, Event, Lease, StoredEvent, Task, TaskStatus
 from tenure.store import rows
 from tenure.store.base import ClaimFilter, OutboxRow
+from tenure.store.postgres_upkeep import PostgresUpkeep
 
 #: The channel every event-appending transaction notifies, with the new id.
 EVENTS_CHANNEL = "tenure_events"
@@ -172,7 +173,7 @@ def _diag(exc: psycopg.Error) -> dict[str, Any]:
     return details
 
 
-class PostgresTx:
+class PostgresTx(PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
 
     def __init__(self, conn: psycopg.Connection[Any], now: datetime, shard: int) -> None:

@@ -41,6 +41,7 @@ from tenure.store.rows import (
     task_from_row,
     task_to_row,
 )
+from tenure.store.sqlite_upkeep import SqliteUpkeep
 
 # SQLite's primary result codes that mean "the database cannot be used now".
 _UNAVAILABLE_CODES = {
@@ -143,7 +144,7 @@ _OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
 # queries proportional to what it returns (and fails loudly if it is dropped).
 
 
-class SqliteTx:
+class SqliteTx(SqliteUpkeep):
     """One open SQLite transaction (see `tenure.store.base.Tx`)."""
 
     __slots__ = ("_now", "conn", "last_event_id")
