@@ -339,9 +339,6 @@ def create_app(
         lifespan=lifespan,
     )
     install_routes(app)
-    install_dashboard = _optional("tenure.api.dashboard", "install_dashboard")
-    if install_dashboard is not None:
-        install_dashboard(app)
     install_dashboard(app)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
