@@ -4,9 +4,12 @@ admin actions, what viewers may and may not see, and a screenshot."""
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from tests.dashboard.conftest import OUTPUT, Dash, Watched, sign_in
 from tests.support.server import wait_until
 
@@ -176,16 +179,59 @@ def test_signing_out_ends_the_session(browser: Any, dash: Dash) -> None:
     page.context.close()
 
 
+def test_five_hundred_tasks_render_fast_and_events_update_cards_in_place(
+    admin_page: Watched, dash: Dash
+) -> None:
+    page = admin_page.page
+    created = dash.admin().post("/boards", json={"id": "big", "name": "Big"})
+    assert created.status_code == 201, created.text
+    tasks = [{"id": f"b-{n:03d}", "title": f"Task number {n}"} for n in range(500)]
+    imported = dash.admin().post("/boards/big/tasks/import", json=tasks)
+    assert imported.status_code == 201, imported.text
+    page.focus("#board-select")  # opening the selector reads the boards again
+    expect(page.locator('#board-select option[value="big"]')).to_have_count(1)
+    started = time.monotonic()
+    page.select_option("#board-select", "big")
+    expect(page.locator('.column[data-status="todo"] .card')).to_have_count(500, timeout=LIVE_MS)
+    assert time.monotonic() - started < 5.0
+    page.wait_for_selector(".live.on")
+    page.evaluate("document.querySelectorAll('.card').forEach((c) => { c.__kept = true; })")
+
+    refetches: list[str] = []
+    page.on("request", lambda r: refetches.append(r.url) if "tasks?ids=" in r.url else None)
+    admin = dash.admin()
+    for n in range(100):
+        patched = admin.patch(f"/boards/big/tasks/b-{n:03d}", json={"title": f"Renamed {n}"})
+        assert patched.status_code == 200, patched.text
+    renamed = page.locator(".card .title", has_text=re.compile(r"^Renamed \d+$"))
+    expect(renamed).to_have_count(100, timeout=LIVE_MS)
+    # Coalesced: far fewer refetches than events, and only changed cards replaced.
+    assert 1 <= len(refetches) <= 30, len(refetches)
+    kept = page.evaluate("[...document.querySelectorAll('.card')].filter((c) => c.__kept).length")
+    assert kept == 400
+    assert page.locator(".column[data-status='todo'] .count").inner_text() == "500"
+    assert admin_page.errors == []
+    page.select_option("#board-select", "alpha")
+    page.wait_for_selector('.card[data-task-id="ranking"]')
+
+
 def test_the_board_screenshot_shows_every_kind_of_card(admin_page: Watched, dash: Dash) -> None:
     page = admin_page.page
     wait_until(lambda: dash.task("alpha", "doomed")["dead_lettered"], 30, 0.2, "a dead letter")
     dead = card(page, "doomed", "blocked")
     dead.wait_for(timeout=LIVE_MS)
     assert "dead letter" in dead.inner_text()
-    page.wait_for_function(
-        "document.querySelector('[data-figure=\"dead\"] .value').textContent === '1'",
-        timeout=LIVE_MS,
+    expect(page.locator('[data-figure="dead"] .value')).to_have_text("1", timeout=LIVE_MS)
+    # One lease in its short first phases, to show a countdown near its end.
+    hopper = dash.agent("hopper")
+    assigned = dash.admin().post(
+        "/boards/alpha/tasks/dark-mode/assign", json={"agent_id": "hopper"}
     )
+    assert assigned.status_code == 200, assigned.text
+    note = {"progress": 15, "message": "Toggling the theme", "branch": "tenure/hopper-dark"}
+    assert hopper.post("/tasks/dark-mode/progress", json=note).status_code == 200
+    card(page, "dark-mode", "in_progress").locator(".note").wait_for(timeout=LIVE_MS)
+    page.evaluate("document.getElementById('toast').hidden = true")
     OUTPUT.mkdir(exist_ok=True)
     shot = OUTPUT / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -305,10 +305,7 @@
     const generation = state.generation;
     const stats = await api(`/ui/api/boards/${encodeURIComponent(state.boardId)}/statistics`);
     if (generation !== state.generation) return;
-    const by = stats.by_state || {};
     const recoveries = Object.values(stats.recoveries || {}).reduce((a, b) => a + b, 0);
-    setFigure("active", stats.live);
-    setFigure("attention", `${by.expiring_soon || 0} · ${by.in_grace || 0} · ${by.suspect || 0}`);
     setFigure("recoveries", recoveries);
     setFigure("revivals", stats.revivals);
     setFigure("reclaimed", (stats.false_recoveries || {}).reclaimed || 0);
@@ -439,11 +436,23 @@
     follow(events.head);
   }
 
+  // Countdowns and lease states move every second; the figures that follow from
+  // them are counted from the cards, so they agree with what the page shows.
   function tick() {
     const now = serverNow();
+    const seen = { held: 0, expiring_soon: 0, in_grace: 0, suspect: 0 };
     for (const status of ["in_progress", "blocked", "todo"]) {
-      for (const id of ui.columns[status].order) tickCard(state.cards.get(id), now);
+      for (const id of ui.columns[status].order) {
+        const card = state.cards.get(id);
+        tickCard(card, now);
+        if (card.task.lease) {
+          seen.held += 1;
+          if (card.shownState in seen) seen[card.shownState] += 1;
+        }
+      }
     }
+    setFigure("active", seen.held);
+    setFigure("attention", `${seen.expiring_soon} · ${seen.in_grace} · ${seen.suspect}`);
   }
 
   async function chooseBoard(boardId) {
@@ -506,22 +515,37 @@
     window.location.assign("/login");
   });
 
+  // Boards made since the page loaded appear when the selector is opened.
+  let boardsReadAt = 0;
+  ui.select.addEventListener("focus", () => {
+    if (Date.now() - boardsReadAt > 5000) {
+      boardsReadAt = Date.now();
+      loadBoards().catch(() => { /* keep the list we have */ });
+    }
+  });
+
   ui.select.addEventListener("change", () => chooseBoard(ui.select.value).catch((err) => toast(err.message, true)));
 
   // -------------------------------------------------------------------- start
-  async function start() {
-    state.session = await api("/ui/api/session");
-    const session = state.session;
-    ui.whoami.textContent = session.is_admin ? "admin" : `viewer · ${session.board_id}`;
-    ui.addButton.hidden = !session.is_admin;
-    document.body.classList.toggle("is-admin", session.is_admin);
+  async function loadBoards() {
     const { boards } = await api("/ui/api/boards");
     ui.select.replaceChildren(...boards.map((b) => {
       const option = el("option", null, b.name && b.name !== b.id ? `${b.name} (${b.id})` : b.id);
       option.value = b.id;
       return option;
     }));
-    ui.select.disabled = boards.length < 2;
+    if (state.boardId) ui.select.value = state.boardId;
+    ui.select.disabled = !state.session.is_admin && boards.length < 2;
+    return boards;
+  }
+
+  async function start() {
+    state.session = await api("/ui/api/session");
+    const session = state.session;
+    ui.whoami.textContent = session.is_admin ? "admin" : `viewer · ${session.board_id}`;
+    ui.addButton.hidden = !session.is_admin;
+    document.body.classList.toggle("is-admin", session.is_admin);
+    const boards = await loadBoards();
     if (!boards.length) {
       ui.live.textContent = "no boards yet";
       return;
