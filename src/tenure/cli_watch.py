@@ -300,7 +300,7 @@ def server_offset(tasks: Iterable[Json], response: httpx.Response | None = None)
     return timedelta(0)
 
 
-class _Follower(threading.Thread):
+class BoardFollower(threading.Thread):
     """Reads the board's SSE stream into a queue, reconnecting with Last-Event-ID."""
 
     def __init__(self, call: ApiCall, board_id: str, after: int) -> None:
@@ -341,7 +341,7 @@ class _Follower(threading.Thread):
                 self.stopping.wait(1.0)
 
 
-def _head(call: ApiCall, board_id: str, keep: int = 8) -> tuple[list[Json], int]:
+def latest_events(call: ApiCall, board_id: str, keep: int = 8) -> tuple[list[Json], int]:
     """The board's latest events and the id to follow the stream from."""
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     kept: deque[Json] = deque(maxlen=keep)
@@ -392,12 +392,12 @@ def watch(
             status_line=status,
         )
 
-    recent, head = _head(call, board_id)
+    recent, head = latest_events(call, board_id)
     if once:
         console.print(picture(recent, ""))
         return
     feed: deque[Json] = deque(recent, maxlen=8)
-    follower = _Follower(call, board_id, head)
+    follower = BoardFollower(call, board_id, head)
     follower.start()
     dirty: set[str] = set()
     stats_due = 0.0

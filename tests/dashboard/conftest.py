@@ -58,6 +58,8 @@ class Dash:
     viewer_beta: str
     agents: dict[str, httpx.Client] = field(default_factory=dict)
     background: list[threading.Thread] = field(default_factory=list)
+    #: Set at the end of the session: background threads stop before the server.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def admin(self) -> httpx.Client:
         return self.server.admin()
@@ -136,9 +138,13 @@ def _populate(dash: Dash) -> None:
 def _doom(dash: Dash) -> None:
     """Give `doomed` to an agent that abandons it, twice: its second recovery dead-letters it."""
     for _ in range(2):
+        if dash.stopping.is_set():
+            return
         _assign(dash, "doomed", "mallory")
         wait_until(
-            lambda: dash.task("alpha", "doomed")["status"] != "in_progress",
+            lambda: (
+                dash.stopping.is_set() or dash.task("alpha", "doomed")["status"] != "in_progress"
+            ),
             20,
             0.2,
             "doomed to be recovered",
@@ -160,6 +166,9 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
         doom.start()
         world.background.append(doom)
         yield world
+        world.stopping.set()
+        for thread in world.background:
+            thread.join(timeout=5)
     finally:
         server.close()
 

@@ -11,7 +11,8 @@ from tests.dashboard.conftest import Dash
 from typer.testing import CliRunner
 
 from tenure.cli import app
-from tenure.cli_watch import lease_state, render_board
+from tenure.cli_client import ApiCall
+from tenure.cli_watch import BoardFollower, latest_events, lease_state, render_board
 
 pytestmark = pytest.mark.xdist_group("dashboard")
 
@@ -146,3 +147,25 @@ def test_board_watch_once_prints_a_live_servers_board(dash: Dash) -> None:
     assert "Train the ranking model" in result.output
     assert "tenure/grace-ranking" in result.output
     assert "active leases" in result.output
+
+
+def test_the_watcher_follows_the_boards_event_stream(dash: Dash) -> None:
+    call = ApiCall(dash.server.url, dash.server.admin_token)
+    _, head = latest_events(call, "alpha")
+    follower = BoardFollower(call, "alpha", head)
+    follower.start()
+    try:
+        added = dash.admin().post("/boards/alpha/tasks", json={"id": "watched", "title": "W"})
+        assert added.status_code == 201, added.text
+        other = dash.admin().post("/boards/beta/tasks", json={"id": "unseen", "title": "U"})
+        assert other.status_code == 201, other.text
+        event = follower.events.get(timeout=10)
+        assert (event["type"], event["task_id"], event["board_id"]) == (
+            "task.created",
+            "watched",
+            "alpha",
+        )
+        assert follower.connected
+    finally:
+        follower.stopping.set()
+    assert follower.events.empty() or follower.events.get_nowait()["board_id"] == "alpha"

@@ -307,12 +307,10 @@ async def static(name: str) -> Response:
     if name not in STATIC:
         raise NotFound(f"no file {name!r}")
     return Response(
-        _asset(name), media_type=STATIC[name], headers={"Cache-Control": "no-cache", **_nosniff()}
+        _asset(name),
+        media_type=STATIC[name],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
-
-
-def _nosniff() -> dict[str, str]:
-    return {"X-Content-Type-Options": "nosniff"}
 
 
 # ------------------------------------------------------------ the UI's API
