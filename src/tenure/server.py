@@ -150,9 +150,15 @@ class Runtime:
     _supervisor: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
-        """Open the store and build the Coordinator and monitor from `settings`."""
-        store = await open_store(settings.database_url, migrate=migrate)
+    async def open(cls, settings: Settings, *, migrate: bool | None = None) -> Runtime:
+        """Open the store and build the Coordinator and monitor from `settings`
+        (`migrate` None: apply the migrations `store.migrate` allows)."""
+        if migrate is None:
+            from tenure.upgrade import open_for_serving
+
+            store = await open_for_serving(settings)
+        else:
+            store = await open_store(settings.database_url, migrate=migrate)
         telemetry = Telemetry()
         coordinator = Coordinator(
             store, settings.policy(), options_of(settings), _TelemetrySink(telemetry)
@@ -173,6 +179,17 @@ class Runtime:
         deliverer = _optional("tenure.hooks", "HookDeliverer")
         if deliverer is not None and settings.webhook_urls:
             runtime.workers.append(_hook_deliverer(deliverer, runtime))
+        if settings.retention_days > 0:
+            from tenure.retention import Pruner
+
+            runtime.workers.append(
+                Pruner(
+                    store,
+                    retention_days=settings.retention_days,
+                    batch_size=int(settings["events.prune_batch_size"]),
+                    interval=float(settings["events.prune_interval"]),
+                )
+            )
         return runtime
 
     async def start(self) -> None:
@@ -393,7 +410,7 @@ def serve(
     try:
         # Open (and migrate) the store once before listening, so a database that
         # is unreachable or newer than this code stops the start with one clear line.
-        asyncio.run(_check_store(settings.database_url))
+        asyncio.run(_check_store(settings))
     except TenureError as error:
         log.error("cannot start: %s", error.message)
         return 2
@@ -422,8 +439,10 @@ def serve(
     return 0 if server.started else 1
 
 
-async def _check_store(database_url: str) -> None:
-    store = await open_store(database_url, migrate=True)
+async def _check_store(settings: Settings) -> None:
+    from tenure.upgrade import open_for_serving
+
+    store = await open_for_serving(settings)
     await store.close()
 
 
