@@ -303,6 +303,12 @@ class TenureClient:
             task_id = _task_of(path)
             if not beat:  # the heartbeat thread decides for itself (see `_beat`)
                 self._drop(task_id)
+                with self._lock:
+                    # This answer tells the worker itself: a loss of the same task
+                    # flagged by a heartbeat that crossed this call is no longer news
+                    # (left pending, it would fail the worker's next, unrelated call).
+                    if self._lost is not None and self._lost.task_id == task_id:
+                        self._lost = None
             raise LeaseLostError(error.message, details=error.details, task_id=task_id) from None
         raise error
 
