@@ -164,6 +164,15 @@ async def test_an_injected_clock_replaces_the_database_clock(
     assert await store.read(lambda tx: tx.now) == T0 + timedelta(seconds=90)
 
 
+async def test_the_dsns_own_options_are_kept(dsn: str, stores: list[PostgresStore]) -> None:
+    store = await _open(stores, f"{dsn} options='-c statement_timeout=4321'")
+    with store._pool.connection() as conn:  # the pool's settings, as units of work get them
+        settings = conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('TimeZone')"
+        ).fetchone()
+    assert settings == ("4321ms", "UTC")
+
+
 # (b) followers ---------------------------------------------------------------------
 
 

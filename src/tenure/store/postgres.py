@@ -55,7 +55,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from tenure.clock import Clock, SystemClock
-from tenure.core.errors import StoreUnavailable, TenureError
+from tenure.core.errors import InvalidInput, StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
 from tenure.store import migrate as migrations
 from tenure.store.base import Tx
@@ -93,13 +93,22 @@ _BEGIN_WITH_DB_CLOCK = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT transaction
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
 
-def _connect_kwargs(connect_timeout: float) -> dict[str, Any]:
-    # Autocommit: the store sends BEGIN/COMMIT itself (BEGIN shares a round
-    # trip with the clock read). TimeZone UTC: timestamptz comes back in UTC.
+def _connect_kwargs(dsn: str, connect_timeout: float) -> dict[str, Any]:
+    """Connection settings added to the DSN's own.
+
+    Autocommit: the store sends BEGIN/COMMIT itself (BEGIN shares a round
+    trip with the clock read). TimeZone UTC: timestamptz comes back in UTC
+    (as `timezone.utc`, no conversion per value); appended to any `options`
+    the DSN has, which a keyword argument would otherwise replace.
+    """
+    try:
+        options = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
+    except psycopg.Error as exc:
+        raise InvalidInput("not a valid PostgreSQL connection string", details={}) from exc
     return {
         "autocommit": True,
         "connect_timeout": max(1, round(connect_timeout)),
-        "options": "-c TimeZone=UTC",
+        "options": f"{options} -c TimeZone=UTC".strip(),
     }
 
 
@@ -139,7 +148,7 @@ def _migrate_on(
 
 def _connect(dsn: str, connect_timeout: float) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(dsn, **_connect_kwargs(connect_timeout))
+        return psycopg.connect(dsn, **_connect_kwargs(dsn, connect_timeout))
     except psycopg.Error as exc:
         raise StoreUnavailable(
             "the PostgreSQL database cannot be reached", details={"reason": str(exc)[:300]}
@@ -400,7 +409,9 @@ class PostgresStore:
         backoff = 0.1
         while not self._stop_listening.is_set():
             try:
-                with psycopg.connect(self._dsn, **_connect_kwargs(self._connect_timeout)) as conn:
+                with psycopg.connect(
+                    self._dsn, **_connect_kwargs(self._dsn, self._connect_timeout)
+                ) as conn:
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
                     self._saw(int(row[0]) if row else 0)
@@ -544,7 +555,7 @@ async def open_postgres(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            kwargs=_connect_kwargs(connect_timeout),
+            kwargs=_connect_kwargs(dsn, connect_timeout),
             timeout=timeout,
             open=False,
             name="tenure",
