@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, token_hash
+from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, same_digest, token_hash
 from tenure.core import lease as rules
 from tenure.core.decisions import Change, ChangeKind, Evidence, Report, Subject
 from tenure.core.errors import (
@@ -153,12 +153,12 @@ class Coordinator:
                 hit = (
                     board.enrolment_key_hash if role is Role.ENROLMENT else board.viewer_token_hash
                 )
-                if hit == digest:
+                if same_digest(hit, token):
                     return Caller(role, board.id)
-        elif role is Role.ADMIN:
-            stored = tx.get_meta(ADMIN_TOKEN_META)
-            if stored is not None and stored == digest:
-                return Caller(Role.ADMIN)
+        elif role is Role.ADMIN and same_digest(tx.get_meta(ADMIN_TOKEN_META), token):
+            # Compared in constant time: `==` would leak, by its timing, how much
+            # of the stored digest a guess matches.
+            return Caller(Role.ADMIN)
         raise Unauthorized("unknown or revoked token")
 
     async def authenticate(self, token: str | None) -> Caller:
