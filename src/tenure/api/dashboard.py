@@ -153,7 +153,7 @@ def _caller_of_digest(tx: Tx, role: Role, digest: str) -> Caller:
             return Caller(Role.ADMIN)
     elif role is Role.VIEWER:
         board = tx.board_by_key_hash(digest)
-        if board is not None and board.viewer_token_hash == digest:
+        if board is not None and hmac.compare_digest(board.viewer_token_hash or "", digest):
             return Caller(Role.VIEWER, board.id)
     raise Unauthorized("the dashboard session's token is no longer valid; sign in again")
 
