@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import httpx2
 import mcp_types as types
+from anyio.abc import TaskStatus
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.context import ServerRequestContext
@@ -50,6 +51,8 @@ SESSION_HEADER = "mcp-session-id"
 #: (a tool call can take a while under load; the standing stream is idle for long).
 CONNECT_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 300.0
+#: Seconds between two attempts to reach a server that went away.
+RETRY_S = 1.0
 
 
 def endpoint_url(url: str) -> str:
@@ -59,53 +62,81 @@ def endpoint_url(url: str) -> str:
 
 
 class Upstream:
-    """One MCP session with the Tenure server, reopened if the server loses it."""
+    """One MCP session with the Tenure server, reopened if the server loses it.
+
+    The session's client lives in one task (`run`), because the SDK's
+    connection is a stack of task groups that must be entered and left by the
+    same task; tool calls from other tasks borrow the current client and, when
+    it fails, ask that task for a new one.
+    """
 
     def __init__(self, url: str, token: str) -> None:
         self.url = endpoint_url(url)
         self.token = token
         self.session_id: str | None = None
         self.protocol_version: str | None = None
-        self._stack: AsyncExitStack | None = None
         self._client: Client | None = None
         self._http: httpx2.AsyncClient | None = None
+        self._generation = 0
+        self._ready = anyio.Event()  # set while a client is connected
+        self._wanted = anyio.Event()  # set to end the current connection
+        self._stop = anyio.Event()
+        self._goodbye = False
 
-    async def open(self) -> None:
-        """Open the upstream session (initialize handshake, so the server can follow it)."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold the upstream session until `stop`, reconnecting when asked.
+
+        Started with `TaskGroup.start`: the first connection must succeed,
+        later ones are retried every `RETRY_S` seconds while the server is away.
+        """
+        first = True
+        while not self._stop.is_set():
+            try:
+                async with AsyncExitStack() as stack:
+                    await self._open(stack)
+                    if first:
+                        task_status.started()
+                        first = False
+                    await self._wanted.wait()
+                    self._ready = anyio.Event()
+                    self._wanted = anyio.Event()
+                    self._client = None
+                    if self._goodbye:
+                        await self._delete()
+            except Exception as exc:
+                if first:
+                    raise
+                log.warning("the Tenure server at %s cannot be reached: %r", self.url, exc)
+                with anyio.move_on_after(RETRY_S):
+                    await self._stop.wait()
+
+    def stop(self, *, goodbye: bool) -> None:
+        """End the session; with `goodbye`, delete it first (the agent left)."""
+        self._goodbye = goodbye
+        self._stop.set()
+        self._wanted.set()
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Open the session (initialize handshake, so the server can follow it)."""
 
         async def remember_session(response: httpx2.Response) -> None:
             session = response.headers.get(SESSION_HEADER)
             if session:
                 self.session_id = session
 
-        stack = AsyncExitStack()
-        try:
-            http = httpx2.AsyncClient(
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
-                event_hooks={"response": [remember_session]},
-            )
-            await stack.enter_async_context(http)
-            # No DELETE on the way out by the SDK: only `close(goodbye=True)` sends one.
-            transport = streamable_http_client(self.url, http_client=http, terminate_on_close=False)
-            client = await stack.enter_async_context(Client(transport, mode="legacy"))
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack, self._client, self._http = stack, client, http
+        http = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+            event_hooks={"response": [remember_session]},
+        )
+        await stack.enter_async_context(http)
+        # No DELETE on the way out by the SDK: only a goodbye sends one.
+        transport = streamable_http_client(self.url, http_client=http, terminate_on_close=False)
+        client = await stack.enter_async_context(Client(transport, mode="legacy"))
+        self._client, self._http = client, http
         self.protocol_version = client.protocol_version
-
-    async def close(self, *, goodbye: bool) -> None:
-        """Leave the session; with `goodbye`, delete it first (the agent left)."""
-        if goodbye:
-            await self._delete()
-        stack, self._stack, self._client, self._http = self._stack, None, None, None
-        if stack is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await stack.aclose()
-                except Exception as exc:  # the connection may already be gone
-                    log.debug("closing the upstream session: %r", exc)
+        self._generation += 1
+        self._ready.set()
 
     async def _delete(self) -> None:
         if self._http is None or self.session_id is None:
@@ -136,19 +167,25 @@ class Upstream:
         return result
 
     async def _call(self, fn: Any) -> Any:
+        newer_than = 0
         for attempt in (1, 2):
-            if self._client is None:
-                await self.open()
-            assert self._client is not None
+            with anyio.fail_after(CONNECT_TIMEOUT_S):
+                # Reconnecting is rare: a short poll keeps the hand-over simple.
+                while self._generation <= newer_than or not self._ready.is_set():
+                    await anyio.sleep(0.05)
+            client, generation = self._client, self._generation
+            assert client is not None
             try:
-                return await fn(self._client)
+                return await fn(client)
             except Exception as exc:
                 if attempt == 2:
                     raise
-                # The session is gone (server restarted) or the connection broke:
-                # open a fresh one and try once more.
+                # The session is gone (the server restarted) or the connection
+                # broke: ask for a fresh one (once, however many calls noticed).
                 log.warning("upstream call failed (%r); reconnecting", exc)
-                await self.close(goodbye=False)
+                if generation == self._generation:
+                    self._wanted.set()
+                newer_than = generation
         raise AssertionError("unreachable")
 
 
@@ -200,23 +237,25 @@ async def run_proxy(url: str, token: str) -> int:
     could not be reached at start.
     """
     upstream = Upstream(url, token)
-    try:
-        await upstream.open()
-        tools = await upstream.list_tools()
-    except Exception as exc:
-        print(f"tenure mcp: cannot open a session at {upstream.url}: {exc!r}", file=sys.stderr)
-        await upstream.close(goodbye=False)
-        return 1
-    server = build_proxy(upstream, tools)
-    try:
-        async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
-    except BaseException:
-        # Cancelled or failed: not the agent leaving, so no goodbye.
-        await upstream.close(goodbye=False)
-        raise
-    # stdin ended: the agent process is gone.
-    await upstream.close(goodbye=True)
+    async with anyio.create_task_group() as group:
+        try:
+            await group.start(upstream.run)
+            tools = await upstream.list_tools()
+        except Exception as exc:
+            print(f"tenure mcp: cannot open a session at {upstream.url}: {exc!r}", file=sys.stderr)
+            upstream.stop(goodbye=False)
+            group.cancel_scope.cancel()
+            return 1
+        server = build_proxy(upstream, tools)
+        try:
+            async with stdio_server() as (read_stream, write_stream):
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+        except BaseException:
+            # Cancelled or failed: not the agent leaving, so no goodbye.
+            upstream.stop(goodbye=False)
+            raise
+        # stdin ended: the agent process is gone.
+        upstream.stop(goodbye=True)
     return 0
 
 

@@ -153,21 +153,33 @@ async def test_a_stdio_proxy_whose_input_ends_closes_its_session(steady: LiveSer
         assert lease is not None and lease["suspect_since"] is not None
 
 
-async def test_a_server_shutting_down_marks_nothing_suspect(tmp_path: Any) -> None:
+async def test_a_server_restart_marks_nothing_suspect_and_the_proxy_reconnects(
+    tmp_path: Any,
+) -> None:
     server = LiveServer(tmp_path, {"TENURE_MONITOR_INTERVAL": "0.5"})
     server.start()
     try:
         async with server.admin() as admin:
             board, _ = await admin.board("t1")
             token = await admin.agent(board, "a")
-        with suppress(Exception):
-            async with agent_session(server, token, "http") as agent:
-                await agent.call("request_next_task")
-                await anyio.to_thread.run_sync(server.stop)
+        async with agent_session(server, token, "stdio") as agent:
+            await agent.call("request_next_task")
+            await anyio.to_thread.run_sync(server.stop)
+            async with server.admin() as admin:
+                lease = await admin.lease(board, "t1")
+                events = await admin.coordinator.admin.events(ADMIN, board_id=board)
+                # The shutdown closed the session without telling anyone...
+                assert await _open_sessions(admin, board, "a") == 1
+            assert lease is not None and lease["suspect_since"] is None
+            assert "lease.suspect" not in [event["type"] for event in events]
+
+            await anyio.to_thread.run_sync(server.start)
+            async with server.admin() as admin:
+                # ...and the next start forgets it.
+                assert await _open_sessions(admin, board, "a") == 0
+                # The proxy opens a new upstream session and the lease is still there.
+                answer = await agent.call("ping")
+                assert [lease["task_id"] for lease in answer["notice"]["leases"]] == ["t1"]
+                assert await _open_sessions(admin, board, "a") == 1
     finally:
         server.stop()
-    async with server.admin() as admin:
-        lease = await admin.lease(board, "t1")
-        events = await admin.coordinator.admin.events(ADMIN, board_id=board)
-    assert lease is not None and lease["suspect_since"] is None
-    assert "lease.suspect" not in [event["type"] for event in events]

@@ -35,7 +35,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import mcp_types as types
@@ -51,6 +51,8 @@ from tenure.api.mcp_tools import TOOLS, call_tool
 from tenure.auth import Caller, token_hash
 from tenure.core.errors import TenureError, Unauthorized
 from tenure.service import Coordinator
+from tenure.store.base import Tx
+from tenure.units import Effects
 
 log = logging.getLogger("tenure.mcp")
 
@@ -421,6 +423,7 @@ async def mcp_extension(app: Any, runtime: Runtime) -> AsyncIterator[McpEndpoint
     telling the Coordinator, so no lease turns suspect because of a restart.
     """
     endpoint = McpEndpoint.create(runtime.coordinator)
+    await forget_sessions_of_a_previous_run(runtime.coordinator)
     route: BaseRoute = Route("/mcp", endpoint=_as_asgi(endpoint))
     routes: list[BaseRoute] = app.router.routes
     async with endpoint.manager.run():
@@ -432,6 +435,35 @@ async def mcp_extension(app: Any, runtime: Runtime) -> AsyncIterator[McpEndpoint
             endpoint.book.shutting_down = True
             if route in routes:
                 routes.remove(route)
+
+
+async def forget_sessions_of_a_previous_run(coordinator: Coordinator) -> int:
+    """Set every agent's open-session count to 0 when no other process can hold any.
+
+    MCP sessions live in the memory of the process that served them, and a
+    server shutting down closes them without telling the Coordinator (that
+    must never make leases suspect). Their counts would stay up for good, and
+    an agent whose count never falls back to 0 is never noticed leaving. With
+    SQLite one server process owns the database, so at its start no session
+    is open anywhere. With PostgreSQL other replicas may hold sessions, so
+    nothing is reset there. Returns how many agents were reset.
+    """
+    if coordinator.store.dialect != "sqlite":
+        return 0
+
+    def unit(tx: Tx, effects: Effects) -> int:
+        reset = 0
+        for board in tx.list_boards():
+            for agent in tx.list_agents(board.id):
+                if agent.open_sessions:
+                    tx.update_agent(replace(agent, open_sessions=0))
+                    reset += 1
+        return reset
+
+    reset = await coordinator.run(unit)
+    if reset:
+        log.info("forgot the MCP sessions of %d agents from before this start", reset)
+    return reset
 
 
 def _as_asgi(endpoint: McpEndpoint) -> ASGIApp:
