@@ -10,8 +10,20 @@ from datetime import datetime
 from typing import Any
 
 import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 from tests.mcp.conftest import STEADY_MONITOR_INTERVAL, SUSPECT_AFTER_CLOSE
-from tests.mcp.live import Admin, LiveServer, agent_session, proxy_pids, stored, wait_for
+from tests.mcp.live import (
+    Admin,
+    LiveServer,
+    McpAgent,
+    agent_session,
+    proxy_pids,
+    stored,
+    wait_for,
+)
 
 from tenure.auth import ADMIN
 
@@ -183,3 +195,23 @@ async def test_a_server_restart_marks_nothing_suspect_and_the_proxy_reconnects(
                 assert await _open_sessions(admin, board, "a") == 1
     finally:
         server.stop()
+
+
+async def test_probing_clients_get_sessions_and_sessionless_ones_still_work(
+    steady: LiveServer,
+) -> None:
+    async with steady.admin() as admin:
+        board, _ = await admin.board("t1")
+        token = await admin.agent(board, "a")
+        # The SDK's default ("auto") probes for the sessionless protocol and is
+        # steered to the handshake, whose sessions Tenure follows.
+        async with agent_session(steady, token, "http") as agent:
+            assert agent.client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+            assert await _open_sessions(admin, board, "a") == 1
+        # A client pinned to the sessionless protocol works; nothing to follow.
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+        transport = streamable_http_client(steady.mcp_url, http_client=http)
+        async with http, Client(transport, mode=LATEST_MODERN_VERSION) as client:
+            answer = await McpAgent(client).call("request_next_task")
+            assert answer["task"]["id"] == "t1"
+            assert await _open_sessions(admin, board, "a") == 0
