@@ -547,7 +547,9 @@ def test_migrating_one_version_at_a_time_equals_migrating_at_once() -> None:
     assert _schema_of(stepwise) == schema
 
 
-def test_the_postgres_schema_has_the_sqlite_schemas_tables_and_columns(tmp_path: Path) -> None:
+def test_the_postgres_schema_has_the_sqlite_schemas_tables_columns_and_indexes(
+    tmp_path: Path,
+) -> None:
     sqlite_file = tmp_path / "schema.db"
     migrate_file(sqlite_file)
     with closing(sqlite3.connect(sqlite_file)) as conn:
@@ -563,7 +565,18 @@ def test_the_postgres_schema_has_the_sqlite_schemas_tables_and_columns(tmp_path:
             for table in tables
             for row in conn.execute(f"PRAGMA table_info({table})")
         }
-    pg_columns = {(row[0], row[1]) for row in _schema_of(fresh_postgres_dsn())["columns"]}
+        sqlite_indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND name NOT LIKE 'sqlite_autoindex_%'"
+            )
+        }
+    pg_schema = _schema_of(fresh_postgres_dsn())
+    pg_columns = {(row[0], row[1]) for row in pg_schema["columns"]}
     # The one deliberate difference: PostgreSQL shards counters per connection.
     assert pg_columns - sqlite_columns == {("counters", "shard")}
     assert sqlite_columns - pg_columns == set()
+    # Every named index on both (PostgreSQL also names its key indexes).
+    pg_indexes = {row[1] for row in pg_schema["indexes"] if not row[1].endswith(("_pkey", "_key"))}
+    assert pg_indexes == sqlite_indexes
