@@ -189,6 +189,13 @@ class Upstream:
         raise AssertionError("unreachable")
 
 
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a failure, in one line (task groups wrap them)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _unavailable(message: str) -> types.CallToolResult:
     err = StoreUnavailable(message)
     return _error_result(err)
@@ -217,8 +224,9 @@ def build_proxy(upstream: Upstream, tools: list[types.Tool]) -> Server[Any]:
         try:
             return await upstream.call_tool(params.name, dict(params.arguments or {}))
         except Exception as exc:
-            log.error("tool %s: the Tenure server could not be reached: %r", params.name, exc)
-            return _unavailable(f"the Tenure server at {upstream.url} could not be reached: {exc}")
+            reason = _reason(exc)
+            log.error("tool %s: the Tenure server could not be reached: %s", params.name, reason)
+            return _unavailable(f"the Tenure server at {upstream.url} is unreachable: {reason}")
 
     return Server(
         "tenure",
@@ -242,7 +250,10 @@ async def run_proxy(url: str, token: str) -> int:
             await group.start(upstream.run)
             tools = await upstream.list_tools()
         except Exception as exc:
-            print(f"tenure mcp: cannot open a session at {upstream.url}: {exc!r}", file=sys.stderr)
+            print(
+                f"tenure mcp: cannot open a session at {upstream.url}: {_reason(exc)}",
+                file=sys.stderr,
+            )
             upstream.stop(goodbye=False)
             group.cancel_scope.cancel()
             return 1
