@@ -1,0 +1,365 @@
+"""Tenure's whole performance comparison, one command; writes bench/results.md.
+
+    .venv/bin/python bench/run_all.py            # full: about 15-25 minutes
+    .venv/bin/python bench/run_all.py --quick    # a couple of minutes
+
+Parts (each bounded by counts and by time):
+1. in process, one caller: claim, renew, touch, complete per second on
+   SQLite and PostgreSQL at 10, 1k, 10k, 100k live leases (`inprocess.py`),
+   plus renewals by 8 concurrent callers on SQLite;
+2. the monitor: one pass at 1k, 10k, 100k live leases, 0/1/10 % due
+   (`monitor_bench.py`);
+3. over HTTP and MCP on loopback against a `tenure serve` subprocess on
+   SQLite: 50 agents renewing once a second (open loop), the highest rate
+   with zero errors (closed loop), and the resident size of a server holding
+   100k live leases (`server_bench.py`);
+4. Procrastinate (installed from PyPI into bench/.venv-procrastinate, never a
+   dependency of Tenure) fetching and finishing N no-op jobs at concurrency 1
+   and 8, against Tenure claiming and completing N tasks with 1 and 8 agents
+   in process, both over TCP to 127.0.0.1 on the same PostgreSQL server
+   (`procrastinate_side.py`, `queue_bench.py`).
+
+PostgreSQL: 127.0.0.1:5432, user postgres (trust). The bench creates the
+databases tenure_bench and procrastinate_bench and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    BENCH_DB,
+    machine,
+    pg_available,
+    pg_drop,
+    pg_recreate,
+    summary,
+)
+from inprocess import bench_size  # noqa: E402
+from monitor_bench import bench_monitor  # noqa: E402
+from queue_bench import queue_rate  # noqa: E402
+from server_bench import bench_memory, bench_wire  # noqa: E402
+
+PROC_VENV = HERE / ".venv-procrastinate"
+PROC_DB = "procrastinate_bench"
+PROC_VERSION = "3.10.0"
+
+FULL = {
+    "sizes": [10, 1000, 10_000, 100_000],
+    "runs": 3,
+    "ops": 2000,
+    "op_seconds": 4.0,
+    "monitor_sizes": [1000, 10_000, 100_000],
+    "monitor_runs": 3,
+    "wire_seconds": 30.0,
+    "closed_seconds": 5.0,
+    "memory_live": 100_000,
+    "queue_jobs": 2000,
+    "queue_runs": 3,
+}
+QUICK = {
+    "sizes": [10, 1000, 100_000],
+    "runs": 2,
+    "ops": 500,
+    "op_seconds": 1.5,
+    "monitor_sizes": [1000, 100_000],
+    "monitor_runs": 1,
+    "wire_seconds": 8.0,
+    "closed_seconds": 2.0,
+    "memory_live": 100_000,
+    "queue_jobs": 500,
+    "queue_runs": 1,
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# Procrastinate ----------------------------------------------------------------------
+
+
+def ensure_procrastinate_venv() -> Path:
+    """bench/.venv-procrastinate with Procrastinate from PyPI; its python."""
+    python = PROC_VENV / "bin" / "python"
+    if not python.exists():
+        log(f"creating {PROC_VENV} (procrastinate {PROC_VERSION} from PyPI)")
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(PROC_VENV)], check=True)
+        subprocess.run([str(python), "-m", "ensurepip", "--upgrade"], check=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import procrastinate"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"procrastinate=={PROC_VERSION}",
+             "psycopg[binary]"],
+            check=True,
+        )  # fmt: skip
+    return python
+
+
+def procrastinate_rates(jobs: int, runs: int) -> dict[int, list[float]]:
+    python = ensure_procrastinate_venv()
+    dsn = pg_recreate(PROC_DB)
+    out = subprocess.run(
+        [str(python), str(HERE / "procrastinate_side.py"), "--dsn", dsn, "--jobs", str(jobs),
+         "--runs", str(runs), "--apply-schema"],
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    rates: dict[int, list[float]] = {}
+    version = "?"
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            rates.setdefault(int(row["concurrency"]), []).append(float(row["rate"]))
+            version = row["procrastinate"]
+    rates_version[0] = version
+    return rates
+
+
+rates_version = ["?"]
+
+
+# the report -------------------------------------------------------------------------
+
+
+def fmt(s: dict[str, float], digits: int = 0) -> str:
+    if not s.get("n"):
+        return "n/a"
+    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
+
+
+def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -> None:
+    m = data["machine"]
+    lines = [
+        "# Tenure performance figures",
+        "",
+        f"Written by `{command}` on {data['finished']} "
+        f"({'quick' if quick else 'full'} run, {data['elapsed_s']:.0f} s). Medians with "
+        "(min-max) over the runs; every ratio is from this same run.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram']}; {m['os']}",
+        f"- Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL {m['postgresql']}, "
+        f"psycopg {m['psycopg']}, procrastinate {data.get('procrastinate_version', '?')}",
+        f"- Tenure commit {m['tenure_commit']}; load average at start {data['load']}",
+        "",
+    ]
+    ops = data.get("inprocess", [])
+    if ops:
+        lines += [
+            "## In process, one caller (operations per second)",
+            "",
+            "N seeded live leases on the bench's board; ten bench agents call the "
+            "Coordinator one call at a time.",
+            "",
+            "| backend | live leases | claim/s | renew/s | touch/s | complete/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in ops:
+            lines.append(
+                f"| {r['backend']} | {r['live']:,} | {fmt(r['claim'])} | {fmt(r['renew'])} | "
+                f"{fmt(r['touch'])} | {fmt(r['complete'])} |"
+            )
+        lines.append("")
+        for backend in ("sqlite", "postgres"):
+            rows = {r["live"]: r for r in ops if r["backend"] == backend}
+            if 10 in rows and 100_000 in rows:
+                ratio = rows[100_000]["renew"]["median"] / rows[10]["renew"]["median"]
+                lines.append(f"- {backend}: renew rate at 100k live / at 10 live = **{ratio:.2f}**")
+        lines.append("")
+    conc = data.get("concurrent_renew", [])
+    if conc:
+        lines += [
+            "## Renewals with 8 concurrent callers, in process (SQLite)",
+            "",
+            "| live leases | renew/s |",
+            "|---:|---:|",
+        ]
+        lines += [f"| {r['live']:,} | {fmt(r['renew'])} |" for r in conc]
+        lines.append("")
+    mon = data.get("monitor", [])
+    if mon:
+        lines += [
+            "## The monitor: one pass (milliseconds)",
+            "",
+            "Every due lease is recovered with a handoff, an event, a comment and an "
+            "outbox row. One pass judges at most 10,000 leases (50 batches of 200); a "
+            "larger backlog is worked off over the next passes.",
+            "",
+            "| backend | live leases | due | recovered in the pass | pass ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in mon:
+            lines.append(
+                f"| {r['backend']} | {r['live']:,} | {r['percent']} % ({r['due']:,}) | "
+                f"{r['recovered']:,} | {fmt(r['ms'], 1)} |"
+            )
+        lines.append("")
+    wire = data.get("wire")
+    if wire:
+        lines += [
+            "## Over the wire (tenure serve on SQLite, loopback)",
+            "",
+            "Open loop: 50 agents, each renewing once a second (50/s offered); latency "
+            "from each call's scheduled moment.",
+            "",
+            "| transport | calls | errors | p50 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for kind in ("http", "mcp"):
+            o = wire[f"{kind}_open"]
+            lines.append(
+                f"| {kind.upper()} | {o['calls']} | {o['errors']} | {o['p50_ms']:.2f} | "
+                f"{o['p99_ms']:.2f} | {o['max_ms']:.2f} |"
+            )
+        lines += [
+            "",
+            "Closed loop: C agents renewing back to back; the highest rate with zero errors.",
+            "",
+            "| transport | C=1 | C=4 | C=16 | C=50 | best with 0 errors |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for kind in ("http", "mcp"):
+            c = wire[f"{kind}_closed"]
+            cells = [
+                f"{lv['rate']:,.0f}/s" + (f" ({lv['errors']} err)" if lv["errors"] else "")
+                for lv in c["levels"]
+            ]
+            best = c["best"]
+            lines.append(
+                f"| {kind.upper()} | {' | '.join(cells)} | "
+                f"{best['rate']:,.0f}/s at C={best.get('concurrency', '-')} |"
+            )
+        lines.append("")
+    mem = data.get("memory")
+    if mem:
+        lines += [
+            "## Memory",
+            "",
+            f"Resident size of a `tenure serve` process whose database holds "
+            f"{mem['live']:,} live leases: {mem['rss_idle_mib']:.0f} MiB once ready, "
+            f"{mem['rss_after_mib']:.0f} MiB after a closed-loop burst, one listing of "
+            "every in-progress task over HTTP and a monitor pass.",
+            "",
+        ]
+    q = data.get("queue")
+    if q:
+        lines += [
+            "## Tenure and Procrastinate on one PostgreSQL server (TCP 127.0.0.1)",
+            "",
+            f"N = {q['jobs']:,}. Procrastinate: a worker fetching and finishing N no-op "
+            "jobs (`wait=False`). Tenure: agents in process, each looping "
+            "`request_next_task` + a `completed` report.",
+            "",
+            "| concurrency | Procrastinate jobs/s | Tenure tasks/s | Tenure / Procrastinate |",
+            "|---:|---:|---:|---:|",
+        ]
+        for conc_s in sorted(q["tenure"], key=int):
+            p = summary(q["procrastinate"].get(conc_s, []))
+            t = summary(q["tenure"][conc_s])
+            ratio = t["median"] / p["median"] if p.get("n") else float("nan")
+            lines.append(f"| {conc_s} | {fmt(p)} | {fmt(t)} | **{ratio:.2f}x** |")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
+    data: dict[str, Any] = {"machine": machine()}
+    with open("/proc/loadavg") as handle:
+        data["load"] = " ".join(handle.read().split()[:3])
+    have_pg = pg_available()
+    if not have_pg:
+        log("PostgreSQL is not reachable at 127.0.0.1:5432: its parts are skipped")
+    backends = ["sqlite", "postgres"] if have_pg else ["sqlite"]
+    if "ops" in parts:
+        data["inprocess"] = []
+        for backend in backends:
+            for size in cfg["sizes"]:
+                log(f"in process: {backend} at {size:,} live leases")
+                data["inprocess"].append(
+                    await bench_size(
+                        backend, size, cfg["runs"], cfg["ops"], cfg["op_seconds"], folder
+                    )
+                )
+        data["concurrent_renew"] = []
+        for size in (1000, 5000):
+            log(f"in process: 8 concurrent renewers, sqlite at {size:,}")
+            data["concurrent_renew"].append(
+                await bench_size(
+                    "sqlite", size, cfg["runs"], cfg["ops"], cfg["op_seconds"], folder,
+                    callers=8,
+                )
+            )  # fmt: skip
+    if "monitor" in parts:
+        data["monitor"] = []
+        for backend in backends:
+            log(f"monitor: {backend}")
+            data["monitor"] += await bench_monitor(
+                backend, cfg["monitor_sizes"], cfg["monitor_runs"], folder
+            )
+    if "wire" in parts:
+        log("over the wire: HTTP and MCP")
+        data["wire"] = await bench_wire(folder, cfg["wire_seconds"], cfg["closed_seconds"])
+        log(f"memory: a server with {cfg['memory_live']:,} live leases")
+        data["memory"] = await bench_memory(folder, cfg["memory_live"])
+    if "queue" in parts and have_pg:
+        log("Procrastinate side")
+        proc = procrastinate_rates(cfg["queue_jobs"], cfg["queue_runs"])
+        data["procrastinate_version"] = rates_version[0]
+        tenure: dict[str, list[float]] = {}
+        for _ in range(cfg["queue_runs"]):
+            for concurrency in (1, 8):
+                log(f"Tenure side: concurrency {concurrency}")
+                rate = await queue_rate(cfg["queue_jobs"], concurrency, folder)
+                tenure.setdefault(str(concurrency), []).append(rate)
+        data["queue"] = {
+            "jobs": cfg["queue_jobs"],
+            "procrastinate": {str(k): v for k, v in proc.items()},
+            "tenure": tenure,
+        }
+    if have_pg:
+        pg_drop(BENCH_DB)
+        pg_drop(PROC_DB)
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller and shorter: minutes")
+    parser.add_argument(
+        "--parts", default="ops,monitor,wire,queue", help="comma-separated subset to run"
+    )
+    parser.add_argument("--out", default=str(HERE / "results.md"))
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    data = asyncio.run(run(cfg, args.quick, set(args.parts.split(","))))
+    data["elapsed_s"] = time.perf_counter() - started
+    data["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "bench/run_all.py" + (" --quick" if args.quick else "")
+    if args.parts != "ops,monitor,wire,queue":
+        command += f" --parts {args.parts}"
+    out = Path(args.out)
+    write_results(out, data, args.quick, command)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
+    log(f"wrote {out}")
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
