@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -41,7 +42,10 @@ from typing import Any, Protocol
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import (
+    DEFAULT_SESSION_IDLE_TIMEOUT,
+    StreamableHTTPSessionManager,
+)
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +66,8 @@ SESSION_HEADER = "mcp-session-id"
 METHOD_HEADER = "mcp-method"
 #: SPEC's request body limit.
 MAX_BODY_BYTES = 1024 * 1024
+#: The SDK discards a session with no request for this long; so does the book.
+ABANDONED_AFTER_S = DEFAULT_SESSION_IDLE_TIMEOUT + 60.0
 #: JSON-RPC "method not found".
 _METHOD_NOT_FOUND = -32601
 
@@ -94,6 +100,7 @@ class _Session:
     open: bool = False  # counted open in the Coordinator
     closing: bool = False  # a DELETE is in flight
     streams: int = 0  # standing GET streams in flight
+    seen_at: float = field(default_factory=time.monotonic)  # its last request
 
     def accepts(self, digest: str | None) -> bool:
         """A request may use this session only with the token that opened it or its agent's."""
@@ -113,7 +120,14 @@ class SessionBook:
     shutting_down: bool = False
 
     def get(self, session_id: str | None) -> _Session | None:
+        """The session with this id, if Tenure follows it."""
         return self.sessions.get(session_id) if session_id else None
+
+    def seen(self, session_id: str | None) -> None:
+        """A request arrived on the session."""
+        entry = self.get(session_id)
+        if entry is not None:
+            entry.seen_at = time.monotonic()
 
     def caller_of(self, session_id: str | None, digest: str | None) -> Caller | None:
         """The agent a session is bound to, if `digest` may use it."""
@@ -124,6 +138,7 @@ class SessionBook:
 
     async def opened(self, session_id: str, digest: str, caller: Caller) -> None:
         """A new session: an agent's counts as open at once; others wait for a binding."""
+        await self._forget_abandoned()
         entry = _Session(opener=digest)
         self.sessions[session_id] = entry
         if caller.is_agent:
@@ -157,6 +172,18 @@ class SessionBook:
         entry = self.sessions.pop(session_id, None)
         if entry is not None and not self.shutting_down:
             await self._close(entry)
+
+    async def _forget_abandoned(self) -> None:
+        """Forget sessions idle past the SDK's idle timeout: it has discarded them.
+
+        Their clients left without a DELETE and without a standing stream to
+        notice (or were noticed already); without this the book would grow
+        with every client that ever crashed.
+        """
+        horizon = time.monotonic() - ABANDONED_AFTER_S
+        for session_id, entry in list(self.sessions.items()):
+            if entry.streams == 0 and entry.seen_at < horizon:
+                await self.closed(session_id)
 
     async def _open(self, entry: _Session) -> None:
         if entry.open or entry.caller is None:
@@ -220,6 +247,7 @@ class McpEndpoint:
             json_response=False,
             stateless=False,
             max_request_body_size=MAX_BODY_BYTES,
+            session_idle_timeout=DEFAULT_SESSION_IDLE_TIMEOUT,
         )
         return cls(coordinator, manager, book)
 
@@ -256,6 +284,7 @@ class McpEndpoint:
             await _send_json(send, err.http_status, err.to_dict(), extra)
             return
         scope[CALLER_SCOPE_KEY] = caller
+        self.book.seen(session_id)
 
         if method == "DELETE":
             await self._delete(session_id, entry, scope, receive, send)
