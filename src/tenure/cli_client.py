@@ -384,7 +384,15 @@ def stats(
     emit(answer, as_json, human)
 
 
+events_app = typer.Typer(
+    name="events",
+    invoke_without_command=True,
+)
+
+
+@events_app.callback()
 def events(
+    ctx: typer.Context,
     url: Url = DEFAULT_URL,
     token: Token = None,
     board: Annotated[str | None, typer.Option(help="Only this board.")] = None,
@@ -401,8 +409,12 @@ def events(
 ) -> None:
     """Print the event log (the lease history); --follow tails it live.
 
+    `tenure events prune` removes old history from the database by hand.
+
     Example: tenure events --board web --follow
     """
+    if ctx.invoked_subcommand is not None:
+        return  # a subcommand (`tenure events prune`) runs instead
     params: Json = {
         k: v for k, v in (("board_id", board), ("task_id", task), ("agent_id", agent)) if v
     }
@@ -427,6 +439,7 @@ def events(
 def follow_events(call: ApiCall, params: Json, after: int) -> Iterator[Json]:
     """Events from the server's SSE stream, reconnecting with Last-Event-ID."""
     last = after
+    connected = False
     while True:
         headers = {"Last-Event-ID": str(last)} if last else {}
         try:
@@ -437,12 +450,15 @@ def follow_events(call: ApiCall, params: Json, after: int) -> Iterator[Json]:
                     response.read()
                     error = response.json().get("error", {}) if response.content else {}
                     fail(f"{error.get('code', response.status_code)}: {error.get('message', '')}")
+                connected = True
                 for line in response.iter_lines():
                     if line.startswith("id:"):
                         last = int(line[3:].strip())
                     elif line.startswith("data:"):
                         yield json.loads(line[5:].strip())
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
+            if not connected:
+                fail(f"cannot reach the server at {call.url} ({exc}); is `tenure serve` running?")
             typer.echo("tenure: the event stream dropped; reconnecting", err=True)
             time.sleep(1.0)
 
@@ -503,11 +519,20 @@ def requeue(
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the root app."""
-    for group in (board_app, task_app, agent_app, lease_app):
+    for group in (board_app, task_app, agent_app, lease_app, events_app):
         app.add_typer(group)
-    for command in (stats, events, assign, unassign, requeue):
+    for command in (stats, assign, unassign, requeue):
         app.command()(command)
 
 
 # Shared with other command modules (e.g. `tenure board watch`).
-__all__ = ["DEFAULT_URL", "ApiCall", "AsJson", "Token", "Url", "board_app", "register"]
+__all__ = [
+    "DEFAULT_URL",
+    "ApiCall",
+    "AsJson",
+    "Token",
+    "Url",
+    "board_app",
+    "events_app",
+    "register",
+]

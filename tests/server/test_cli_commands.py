@@ -159,3 +159,32 @@ def test_every_command_help_has_an_example(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert re.search(r"Example: \S*\(?tenure ", " ".join(result.stdout.split())), result.stdout
+
+
+def _readme_commands() -> list[list[str]]:
+    """The `./scripts/tenure ...` commands of the README's first session."""
+    import shlex
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    session = readme.split("## First session", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for line in session.splitlines():
+        if "./scripts/tenure " not in line:
+            continue
+        text = line.split("./scripts/tenure ", 1)[1].split(")", 1)[0].split("#", 1)[0]
+        commands.append(shlex.split(text))
+    return commands
+
+
+def test_the_readme_first_session_commands_parse() -> None:
+    commands = _readme_commands()
+    assert len(commands) >= 8 and commands[0][0] == "serve"
+    for args in commands:
+        if args[0] == "serve":
+            assert runner.invoke(app, [*args, "--help"]).exit_code == 0, args
+            continue
+        result = runner.invoke(app, [*args, "--url", "http://127.0.0.1:9", "--token", "t"])
+        assert result.exit_code == 1 and "cannot reach the server" in result.output, (
+            args,
+            result.output,
+        )
