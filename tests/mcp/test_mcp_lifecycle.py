@@ -142,7 +142,10 @@ async def test_a_zombie_gets_lease_lost_and_its_late_note_lands_in_the_handoff(
             )
             assert refused.code == "lease_lost"
             assert set(refused.error) == {"code", "message", "details"}
-            assert refused.error["details"]["notice"]["leases"] == []
+            notice = refused.error["details"]["notice"]
+            assert notice["leases"] == []
+            assert [lost["task_id"] for lost in notice["lost"]] == ["t1"]
+            assert "request_next_task" in notice["message"]
 
             context = await heir.call("get_task_context", task_id="t1")
             notes = context["handoff"]["late_notes"]
