@@ -40,7 +40,9 @@ def refused(response: httpx.Response, status: int, code: str) -> dict:
 
 
 def test_a_request_without_a_token_is_unauthorized(server: LiveServer) -> None:
-    refused(server.client().get("/boards"), 401, "unauthorized")
+    answer = server.client().get("/boards")
+    refused(answer, 401, "unauthorized")
+    assert answer.headers["WWW-Authenticate"] == "Bearer"
     refused(server.client().post("/claim"), 401, "unauthorized")
 
 

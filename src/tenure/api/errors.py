@@ -50,7 +50,10 @@ _HTTP_CODES = {
 
 async def _tenure_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TenureError)
-    return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+    response = JSONResponse(exc.to_dict(), status_code=exc.http_status)
+    if exc.http_status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
