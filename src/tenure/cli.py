@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tenure.cli_watch",
     "tenure.cli_mcp",
     "tenure.cli_lab",
+    "tenure.cli_ops",
 )
 
 

@@ -47,7 +47,7 @@ def pg_url(dsn: str) -> str:
     return f"postgresql://{user}@{host}:{port}/{parts['dbname']}"
 
 
-def _with_extra_migration(monkeypatch: pytest.MonkeyPatch) -> int:
+def _with_extra_migration(monkeypatch: pytest.MonkeyPatch, dialect: str) -> int:
     real = migrate.available
 
     def available(dialect: str) -> tuple[Migration, ...]:
@@ -55,7 +55,7 @@ def _with_extra_migration(monkeypatch: pytest.MonkeyPatch) -> int:
         return (*base, Migration(dialect, len(base) + 1, "ops_probe", EXTRA_SQL))
 
     monkeypatch.setattr(migrate, "available", available)
-    return len(real("postgres")) + 1
+    return len(real(dialect)) + 1
 
 
 def _tenure(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -79,7 +79,8 @@ def test_serve_refuses_a_postgres_database_one_migration_behind(tmp_path: Path) 
 
     migrated = _tenure("db", "migrate", "--json", "--database-url", dsn, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
-    assert '"schema_version": 2' in migrated.stdout
+    wanted = migrate.latest_version("postgres") + 1
+    assert f'"schema_version": {wanted}' in migrated.stdout
 
 
 async def test_a_current_postgres_database_and_an_empty_one_are_served(
@@ -92,7 +93,7 @@ async def test_a_current_postgres_database_and_an_empty_one_are_served(
         assert await store.schema_version() == migrate.latest_version("postgres")  # type: ignore[attr-defined]
     finally:
         await store.close()
-    latest = _with_extra_migration(monkeypatch)
+    latest = _with_extra_migration(monkeypatch, "postgres")
     with pytest.raises(SchemaOutdated, match="tenure db migrate"):
         await open_for_serving(settings)
     always = load_settings({"TENURE_STORE_DATABASE_URL": dsn, "TENURE_STORE_MIGRATE": "always"})
@@ -109,7 +110,7 @@ async def test_the_embedded_store_is_migrated_at_start_unless_told_never(
     path = tmp_path / "tenure.db"
     store = await open_sqlite(str(path))
     await store.close()
-    latest = _with_extra_migration(monkeypatch)
+    latest = _with_extra_migration(monkeypatch, "sqlite")
     url = f"sqlite:///{path}"
     never = load_settings({"TENURE_STORE_DATABASE_URL": url, "TENURE_STORE_MIGRATE": "never"})
     with pytest.raises(SchemaOutdated, match="tenure db migrate"):
