@@ -259,3 +259,21 @@ def test_the_agent_protocol_routes_over_http(server: LiveServer) -> None:
     assert checked.status_code == 200 and checked.json()["task"]["status"] == "done"
     admin_context = admin.get("/boards/proto/tasks/p1/context").json()
     assert admin_context["task"]["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    "read", ["/boards/{board}/tasks", "/leases", "/statistics", "/events", "/me", "/boards"]
+)
+def test_any_authenticated_call_of_an_agent_touches_its_lease(
+    server: LiveServer, read: str
+) -> None:
+    board = "touch-" + "".join(ch for ch in read if ch.isalpha())
+    fleet = new_board(server, board)
+    fleet.add_tasks({"id": "t", "title": "held"})
+    agent, _ = fleet.agent("toucher")
+    before = agent.post("/claim").json()["lease"]
+    time.sleep(0.3)  # the clock must move for an extension to show
+    assert agent.get(read.format(board=board)).status_code == 200
+    lease = server.admin().get("/leases", params={"board_id": board}).json()["leases"][0]
+    assert when(lease["expires_at"]) > when(before["expires_at"])
+    assert lease["version"] > before["version"]
