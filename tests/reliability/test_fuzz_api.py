@@ -14,6 +14,7 @@ counts are bounded so the whole file stays within about a minute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis.core.transport import Response
 from schemathesis.generation.modes import GenerationMode
 from tests.support.server import LiveServer, new_board, start_server
@@ -139,20 +140,25 @@ def test_stateful_fuzzing_finds_no_5xx_and_only_specs_error_shape(
                 # it, and a server that moved on cannot be replayed.
                 failures.append(str(failure))
 
-    # Not derandomized and never replayed: a scenario's steps depend on what the
-    # server answered before, which Hypothesis cannot replay.
-    Workflow.run(
-        settings=settings(
-            max_examples=SCENARIOS,
-            stateful_step_count=STEPS,
-            deadline=None,
-            database=None,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
+    # A scenario's steps depend on what the server answered before, and the
+    # server's state moves on: Hypothesis, seeing one choice sequence draw
+    # differently twice, may stop the run as "flaky". That says nothing about
+    # the API (the checks above keep their failures); the run is then simply
+    # shorter, and the assertions below still need enough chained calls.
+    with contextlib.suppress(FlakyStrategyDefinition):
+        Workflow.run(
+            settings=settings(
+                max_examples=SCENARIOS,
+                stateful_step_count=STEPS,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
         )
-    )
     assert not failures, "\n".join(failures[:10])
     chained = {label for label in calls if "{" in label}
+    print(f"\nstateful fuzzing: {len(calls)} calls, {len(chained)} chained operations")
     assert len(calls) >= SCENARIOS and len(chained) >= 5, (len(calls), sorted(chained))
 
 

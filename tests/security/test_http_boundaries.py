@@ -152,3 +152,23 @@ def test_tokens_never_reach_the_servers_log(
     log = server.logs()
     assert token not in log and home.enrolment_key not in log
     assert log.count(server.admin_token) == 2  # the announcement shows it (and the export line)
+
+
+@pytest.mark.parametrize("number", [2**31, 2**63, 2**70])
+def test_numbers_beyond_what_the_stores_hold_are_refused_not_crashed(
+    server: LiveServer, boards: tuple[Fleet, Fleet], number: int
+) -> None:
+    """Found by the fuzzing: a quoted epoch or an event id past the database's
+    integer columns overflowed them (500 and a dropped connection)."""
+    home, _ = boards
+    agent, _ = home.agent(f"big{number.bit_length()}")
+    home.add_tasks({"id": f"big{number.bit_length()}", "title": "numbers"})
+    task_id = agent.post("/claim").json()["task"]["id"]
+    refused(agent.post(f"/tasks/{task_id}/progress", json={"epoch": number}), 422, "invalid_input")
+    refused(agent.post(f"/tasks/{task_id}/heartbeat", json={"epoch": number}), 422, "invalid_input")
+    if number > 2**31:
+        admin = server.admin()
+        refused(admin.get("/events", params={"after": number}), 422, "invalid_input")
+        stream = admin.get("/events/stream", headers={"Last-Event-ID": str(number)})
+        refused(stream, 422, "invalid_input")
+    assert agent.post(f"/tasks/{task_id}/progress", json={"progress": 1}).is_success

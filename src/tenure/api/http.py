@@ -51,6 +51,7 @@ from tenure.auth import Caller, Role
 from tenure.core.decisions import Evidence, Report
 from tenure.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from tenure.core.model import UTC, StoredEvent, TaskStatus
+from tenure.core.validate import MAX_EVENT_ID
 from tenure.service import Coordinator
 
 if TYPE_CHECKING:
@@ -417,7 +418,7 @@ async def events(
     board_id: str | None = None,
     task_id: str | None = None,
     agent_id: str | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Json:
@@ -450,7 +451,7 @@ async def stream_events(
     board_id: str | None = None,
     task_id: str | None = None,
     agent_id: str | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Server-sent events tailing the log by id: each event's `id:` is its log id,
@@ -459,7 +460,7 @@ async def stream_events(
     scope = scope_of(who, board_id)
     start = after
     if last_event_id:
-        if not last_event_id.strip().isdigit():
+        if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_EVENT_ID:
             raise InvalidInput(
                 "Last-Event-ID must be an event id", details={"field": "Last-Event-ID"}
             )

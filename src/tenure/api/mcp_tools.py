@@ -25,7 +25,13 @@ from tenure.auth import Caller, Role
 from tenure.core.decisions import Evidence, Report
 from tenure.core.errors import InvalidInput
 from tenure.core.model import check_id
-from tenure.core.validate import MAX_TEXT_BYTES, check_branch, check_head_sha, check_text
+from tenure.core.validate import (
+    MAX_EPOCH,
+    MAX_TEXT_BYTES,
+    check_branch,
+    check_head_sha,
+    check_text,
+)
 from tenure.service import Coordinator
 
 #: Statuses a progress report may carry.
@@ -45,6 +51,7 @@ _TASK_ID = {**_ID_SCHEMA, "description": "The task's id, as request_next_task ga
 _EPOCH = {
     "type": "integer",
     "minimum": 0,
+    "maximum": MAX_EPOCH,
     "description": "Optional fencing token: the lease epoch request_next_task gave you. "
     "If it is no longer current the call is refused with lease_lost.",
 }
@@ -301,7 +308,7 @@ def report_from(args: Mapping[str, Any]) -> Report:
         message=_text(args.get("message"), "message"),
         branch=check_branch(branch) if branch is not None else None,
         head_sha=check_head_sha(head_sha) if head_sha is not None else None,
-        epoch=_integer(args.get("epoch"), "epoch", 0),
+        epoch=_integer(args.get("epoch"), "epoch", 0, MAX_EPOCH),
         validate=_flag(args.get("validate"), "validate"),
     )
 
@@ -364,7 +371,7 @@ async def call_tool(
         return await c.get_task_context(caller, _task_id(args))
     if name == "heartbeat":
         about = _task_id(args) if args.get("task_id") is not None else None
-        epoch = _integer(args.get("epoch"), "epoch", 0)
+        epoch = _integer(args.get("epoch"), "epoch", 0, MAX_EPOCH)
         conflict = _flag(args.get("conflict"), "conflict")
         changed = _flag(args.get("changed"), "changed")
         evidence = Evidence(conflict=conflict, changed=changed) if conflict or changed else None

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tenure.core.model import ID_PATTERN
+from tenure.core.validate import MAX_EPOCH
 
 #: One request body may not exceed this many bytes (SPEC: 413 over 1 MiB).
 MAX_BODY_BYTES = 1024 * 1024
@@ -26,6 +27,7 @@ Text16K = Annotated[str, Field(max_length=16 * 1024)]
 Name = Annotated[str, Field(max_length=200)]
 Branch = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^-]")]
 Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{4,64}$")]
+Epoch = Annotated[int, Field(ge=1, le=MAX_EPOCH)]
 
 
 class _Body(BaseModel):
@@ -99,7 +101,7 @@ class ProgressIn(_Body):
     message: Text16K = ""
     branch: Branch | None = None
     head_sha: Sha | None = None
-    epoch: Annotated[int, Field(ge=1)] | None = None
+    epoch: Epoch | None = None
     validate_: Annotated[bool, Field(alias="validate")] = False
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -109,7 +111,7 @@ class HeartbeatIn(_Body):
     """An explicit sign of life about one task, optionally with worktree evidence
     (a remote agent reporting a merge conflict gets an extension)."""
 
-    epoch: Annotated[int, Field(ge=1)] | None = None
+    epoch: Epoch | None = None
     conflict: bool = False
     changed: bool = False
 

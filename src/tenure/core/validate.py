@@ -16,6 +16,8 @@ from tenure.core.model import check_id
 
 __all__ = [
     "MAX_DESCRIPTION_BYTES",
+    "MAX_EPOCH",
+    "MAX_EVENT_ID",
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
     "MAX_TEXT_BYTES",
@@ -37,6 +39,12 @@ MAX_LABELS = 32
 MAX_LABEL_CHARS = 64
 #: Git refuses longer ref components on most filesystems; 255 keeps paths safe.
 MAX_BRANCH_CHARS = 255
+#: The largest epoch a caller may quote: the stores keep epochs in 32-bit
+#: integers (PostgreSQL `integer`), and no task ever sees that many leases.
+#: A larger number would overflow the column when a refusal logs it.
+MAX_EPOCH = 2**31 - 1
+#: The largest event id a caller may name (64-bit in both stores).
+MAX_EVENT_ID = 2**63 - 1
 
 _SHA = re.compile(r"[0-9a-fA-F]{4,64}")
 # Characters `git check-ref-format` forbids anywhere in a ref name.
