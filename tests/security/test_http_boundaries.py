@@ -172,3 +172,12 @@ def test_numbers_beyond_what_the_stores_hold_are_refused_not_crashed(
         stream = admin.get("/events/stream", headers={"Last-Event-ID": str(number)})
         refused(stream, 422, "invalid_input")
     assert agent.post(f"/tasks/{task_id}/progress", json={"progress": 1}).is_success
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_since_that_utc_cannot_hold_is_refused_not_crashed(
+    server: LiveServer, since: str
+) -> None:
+    """Found by the fuzzing: such a moment overflowed on its way to UTC (500)."""
+    refused(server.admin().get("/events", params={"since": since}), 422, "invalid_input")
+    assert server.admin().get("/events", params={"since": "2000-01-01T00:00:00+05:00"}).is_success

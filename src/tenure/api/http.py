@@ -406,9 +406,18 @@ async def statistics(request: Request, who: Reader, c: Coord, board_id: str | No
 
 
 def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
+    """`moment` in UTC (naive means UTC); a moment that UTC cannot hold (year 1
+    at +05:00, year 9999 at -05:00) is refused here, not overflowed in the store."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            "since is out of the range of dates", details={"field": "since"}
+        ) from None
 
 
 @router.get("/events", tags=["observation"])
