@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -30,9 +31,10 @@ from tests.support.server import LiveServer, new_board, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fuzz-api")]
 
-#: Examples per operation and mode; steps per stateful scenario.
-EXAMPLES = 10
-SCENARIOS = 20
+#: Examples per operation and mode, and stateful scenarios (FUZZ_EXAMPLES and
+#: FUZZ_SCENARIOS raise them for a deeper local run); steps per scenario.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
+SCENARIOS = int(os.environ.get("FUZZ_SCENARIOS", "20"))
 STEPS = 8
 CODES = {
     "unauthorized", "forbidden", "not_holder", "not_found", "lease_lost", "conflict",
@@ -41,10 +43,12 @@ CODES = {
 
 
 def fuzz_settings(examples: int) -> settings:
+    """Bounded; derandomized under the `ci` profile (tests/conftest.py), exploring
+    new inputs on every local run under `dev`."""
     return settings(
         max_examples=examples,
         deadline=None,
-        derandomize=True,
+        derandomize=settings.default.derandomize,
         database=None,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
