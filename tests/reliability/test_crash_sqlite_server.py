@@ -38,6 +38,6 @@ def test_a_server_killed_under_load_and_restarted_on_its_file_breaks_no_invarian
     print(f"\nSIGKILL of one server on SQLite (seed {plan.seed}):\n{outcome.report()}")
     assert not outcome.problems, "\n".join(outcome.problems[:40])
     assert not outcome.late, "\n".join(outcome.late)
-    assert outcome.kills >= 3
+    assert outcome.kills >= 2
     assert outcome.figures["deaths"] == sum(plan.diers)
     assert outcome.figures["cut-off calls repeated"] + outcome.figures["failovers"] > 0
