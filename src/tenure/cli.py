@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tenure.cli_mcp",
     "tenure.cli_lab",
     "tenure.cli_ops",
+    "tenure.cli_lifecycle",
 )
 
 
