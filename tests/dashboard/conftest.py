@@ -197,15 +197,20 @@ class Watched:
 
 def sign_in(browser: Any, dash: Dash, token: str) -> Watched:
     """A fresh browser context signed in with `token`, on the board page."""
+    return sign_in_at(browser, dash.server.url, token)
+
+
+def sign_in_at(browser: Any, url: str, token: str) -> Watched:
+    """A fresh browser context signed in with `token` on the server at `url`."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(dash.server.url + "/")
+    page.goto(url + "/")
     page.wait_for_url("**/login")
     page.fill("#token", token)
     page.click("#sign-in")
-    page.wait_for_url(dash.server.url + "/")
+    page.wait_for_url(url + "/")
     page.wait_for_selector(".live.on", timeout=10_000)
     return Watched(page, errors)
