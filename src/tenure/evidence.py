@@ -8,7 +8,8 @@ hands the answer to the detector as an `Evidence` value:
 - `conflict`: `git status` lists unmerged paths (UU, AA, DD, DU, UD, AU, UA);
 - `changed`: something in the worktree moved after the lease's last signal:
   a listed path's mtime, the index file (adds, commits, checkouts) or the
-  HEAD reflog (commits, merges, resets).
+  HEAD reflog (commits, merges, resets); `changed_at`: the latest of those
+  moments (the detector stamps the signal then, not at the probe).
 
 Both come from one `git status` run, so a probe costs one subprocess and at
 most `max_paths` + 2 `lstat` calls however large the tree: git answers from
@@ -33,7 +34,7 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -210,6 +211,10 @@ def _git_dir(worktree: Path) -> Path | None:
     return target if target.is_absolute() else worktree / target
 
 
+def _as_utc(posix: float) -> datetime:
+    return datetime.fromtimestamp(posix, UTC)
+
+
 def _mtime(path: Path) -> float | None:
     try:
         return path.lstat().st_mtime
@@ -270,32 +275,35 @@ class GitEvidence:
         status = await self._status(worktree)
         if status is None:
             return Evidence()
-        changed = since is not None and await asyncio.to_thread(
-            self._changed_since, worktree, status.paths, since
-        )
+        latest = None
+        if since is not None:
+            latest = await asyncio.to_thread(self._changed_since, worktree, status.paths, since)
+        changed = latest is not None
         self.stats.conflicts += status.unmerged
         self.stats.changes += changed
-        return Evidence(conflict=status.unmerged, changed=changed)
+        return Evidence(
+            conflict=status.unmerged,
+            changed=changed,
+            changed_at=None if latest is None else _as_utc(latest),
+        )
 
-    def _changed_since(self, worktree: Path, paths: Sequence[str], since: datetime) -> bool:
+    def _changed_since(self, worktree: Path, paths: Sequence[str], since: datetime) -> float | None:
+        """The latest mtime after `since` (a POSIX time), or None when nothing moved."""
         threshold = since.timestamp()
+        moments: list[float | None] = []
         git_dir = _git_dir(worktree)
         if git_dir is not None:
             # The index moves with adds, commits and checkouts; the HEAD reflog
             # with commits, merges and resets, which leave no dirty path behind.
-            for marker in (git_dir / "index", git_dir / "logs" / "HEAD"):
-                moment = _mtime(marker)
-                if moment is not None and moment > threshold:
-                    return True
+            markers = (git_dir / "index", git_dir / "logs" / "HEAD")
+            moments.extend(_mtime(marker) for marker in markers)
         for listed in paths[: self.max_paths]:
             path = worktree / listed
             # A deleted file has no mtime left; its directory's tells when.
             moment = _mtime(path)
-            if moment is None:
-                moment = _mtime(path.parent)
-            if moment is not None and moment > threshold:
-                return True
-        return False
+            moments.append(_mtime(path.parent) if moment is None else moment)
+        later = [moment for moment in moments if moment is not None and moment > threshold]
+        return max(later, default=None)
 
     async def _status(self, worktree: Path) -> StatusListing | None:
         """Run `git status` in `worktree`; None on any failure (counted)."""

@@ -169,14 +169,16 @@ SETTINGS: tuple[Setting, ...] = (
     _i("lease.max_conflict_extensions", _P.max_conflict_extensions,
        "Merge-conflict extensions allowed per lease."),
     _s("lease.suspect_after_close", _P.suspect_after_close_s,
-       "After the agent's last session closes, recover no later than this."),
+       "`spec`: after the agent's last session closes, recover no later than this."),
     _s("lease.validation_window", _P.validation_window_s,
        "Completion awaiting validation keeps the lease until now + this."),
     # The detector.
     Setting(
         "detector.policy", Kind.CHOICE, _DET.kind,
-        "When the monitor may recover: `spec` (evidence and cadence), `seed` (the seed's "
-        "behaviour, as a baseline) or `fixed` (one TTL, as a plain queue).",
+        "When the monitor may recover: `adaptive` (phi accrual over each holder's own "
+        "rhythm, aware of the task's phase; docs/detection.md), `spec` (evidence and "
+        "cadence), `seed` (the seed's behaviour, as a baseline) or `fixed` (one TTL, "
+        "as a plain queue).",
         choices=DETECTOR_KINDS,
     ),
     Setting("detector.silence_multiplier", Kind.NUMBER, _DET.silence_multiplier,
@@ -184,6 +186,38 @@ SETTINGS: tuple[Setting, ...] = (
     _i("detector.min_stamps_for_cadence", _DET.min_stamps_for_cadence,
        "Progress reports needed before the cadence check applies (fewer: recover).", 1),
     _s("detector.fixed_ttl", _DET.fixed_ttl_s, "The `fixed` detector's one TTL.", _POSITIVE),
+    Setting("detector.phi_threshold", Kind.NUMBER, _DET.phi_threshold,
+            "`adaptive`: recover when a silence this long had probability 10^-phi under the "
+            "holder's rhythm (higher: fewer false recoveries, slower detection).",
+            minimum=0.1),
+    _i("detector.rhythm_window", _DET.rhythm_window,
+       "`adaptive`: gaps between the holder's calls kept to learn its rhythm.", 1),
+    _s("detector.min_gap", _DET.min_gap_s,
+       "`adaptive`: gaps between calls shorter than this are one burst, not learned."),
+    _s("detector.min_silence", _DET.min_silence_s,
+       "`adaptive`: the least silence ever allowed before a recovery.", _POSITIVE),
+    _s("detector.max_silence", _DET.max_silence_s,
+       "`adaptive`: the most silence ever allowed before a recovery.", _POSITIVE),
+    Setting("detector.finishing_factor", Kind.NUMBER, _DET.finishing_factor,
+            "`adaptive`: the allowance is multiplied by this from `detector.finishing_at` % on "
+            "(reports thin out near the end).", minimum=_POSITIVE),
+    _i("detector.finishing_at", _DET.finishing_at,
+       "`adaptive`: progress (%) from which `detector.finishing_factor` applies.", 0, 100),
+    _s("detector.prior_median", _DET.prior_median_s,
+       "`adaptive`: the gap between calls assumed before a holder's own are known.", _POSITIVE),
+    Setting("detector.prior_sigma", Kind.NUMBER, _DET.prior_sigma,
+            "`adaptive`: the spread (of log gaps) assumed before a holder's own are known.",
+            minimum=0.0),
+    Setting("detector.prior_weight", Kind.NUMBER, _DET.prior_weight,
+            "`adaptive`: how many of the holder's own gaps the prior counts as.",
+            minimum=_POSITIVE),
+    _s("detector.adaptive_grace", _DET.adaptive_grace_s,
+       "`adaptive`: the part of the allowance shown as grace after the lease's expiry."),
+    _s("detector.validator_silence", _DET.validator_silence_s,
+       "`adaptive`: the least silence allowed at 100 % (validators run silently)."),
+    _s("detector.suspect_window", _DET.suspect_window_s,
+       "`adaptive`: after the agent's last session closes, recover no later than this "
+       "(`lease.suspect_after_close` is `spec`'s).", _POSITIVE),
     _i("detector.cadence_window", _P.cadence_window,
        "Progress timestamps kept for the cadence median.", 2),
     # Escalation, recovery, handoff.

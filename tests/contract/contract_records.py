@@ -148,6 +148,8 @@ def full_lease(task_id: str = "t1", board_id: str = BOARD) -> Lease:
         max_progress=60,
         ended_at=at(400.000009),
         end_reason=EndReason.AGENT_DISCONNECTED,
+        last_call_at=at(78.25),
+        signal_gaps=(12.5, 40.125, 0.001),
     )
 
 

@@ -299,7 +299,7 @@ def test_changed_files_count_as_a_signal_and_the_lease_is_no_longer_due() -> Non
     bench.claim()
     bench.expire()
     changed = Evidence(changed=True, observed_at=bench.now)
-    assert bench.decide(evidence=changed) == Signal()
+    assert bench.decide(evidence=changed) == Signal(at=bench.now)
     change = bench.sweep(evidence=changed)
     lease = bench.live()
     assert lease is not None and change.kind == "revived"

@@ -139,11 +139,13 @@ async def test_a_file_changed_in_the_worktree_is_a_signal_that_prevents_recovery
 
     rig.clock.advance(200)
     repo.write("work.py", "x = 2\n")
-    repo.set_mtime("work.py", rig.clock.now())  # the agent edits, silently
+    written = rig.clock.now()
+    repo.set_mtime("work.py", written)  # the agent edits, silently
     result = await rig.step(FIRST_DUE - 200)
     assert result.signalled == 1 and result.recovered == 0
     lease = await rig.lease("t1")
-    assert lease is not None and lease.last_signal_at == rig.clock.now()
+    # The signal is stamped when the file changed, not when the probe saw it.
+    assert lease is not None and lease.last_signal_at == written
     assert lease.recover_after > rig.clock.now()
 
     # With nothing new in the worktree, the next due pass recovers.

@@ -129,7 +129,9 @@ async def test_a_file_edited_after_the_last_signal_is_a_change(
     source = evidence(roots)
     assert (await source.inspect(repo.path, SIGNAL)).changed is False
     repo.set_mtime("src/work.py", SIGNAL + timedelta(seconds=5))
-    assert await source.inspect(repo.path, SIGNAL) == Evidence(changed=True)
+    assert await source.inspect(repo.path, SIGNAL) == Evidence(
+        changed=True, changed_at=SIGNAL + timedelta(seconds=5)
+    )
 
 
 async def test_an_edit_before_the_last_signal_is_not_a_change(
@@ -206,7 +208,10 @@ async def test_probe_uses_the_template_under_the_project_roots_parent(
     found = await source.probe(
         lease_for("a1", datetime.now(UTC) - timedelta(minutes=5)), agent_at(None), board
     )
-    assert found == Evidence(changed=True)
+    assert found is not None and found.changed and not found.conflict
+    assert found.changed_at is not None and found.changed_at > datetime.now(UTC) - timedelta(
+        minutes=5
+    )
 
 
 def test_git_timeout_must_be_positive(roots: Path) -> None:

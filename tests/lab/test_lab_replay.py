@@ -141,11 +141,6 @@ def test_a_disconnect_then_death_is_recovered_within_30_s_and_one_pass_under_spe
     within_a_pass(only_recovery(replay(trace, "seed")), 90 + 360)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec turns worktree changes made before a session closed into a signal at the "
-    "probe, which clears the suspicion (issue 10: evidence needs its own time)",
-)
 def test_a_closed_session_is_not_forgiven_for_writes_made_before_it_closed() -> None:
     trace = [
         ev(0, "assign", task="T1"),

@@ -87,12 +87,17 @@ class Evidence:
     """What a worktree showed about a lease's holder (probed outside any transaction).
 
     `conflict`: the worktree has unmerged paths. `changed`: files changed since
-    the lease's last signal. `observed_at`: when the probe ran.
+    the lease's last signal. `observed_at`: when the probe ran. `changed_at`:
+    when the latest of those changes happened (None when the source cannot
+    tell: the change then counts as seen at `observed_at`, else at the
+    detector's `now`). The detector stamps the signal with this time, not with
+    the moment of the probe, so a dead agent's old writes cannot buy it time.
     """
 
     conflict: bool = False
     changed: bool = False
     observed_at: datetime | None = None
+    changed_at: datetime | None = None
 
 
 # Detector decisions for one lease past its recover-after -------------------
@@ -122,9 +127,14 @@ class Extend:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """Worktree changes count as a signal from the holder: touch the lease."""
+    """Worktree changes count as a signal from the holder: touch the lease.
+
+    `at`: when the holder was last seen alive (the latest change); the touch
+    is stamped then. None stamps it with the monitor's `now`.
+    """
 
     source: str = "worktree"
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ __all__ = [
     "bumped",
     "check_stall",
     "escalate",
+    "learned",
     "lease_event",
     "new_lease",
     "revival",
@@ -173,6 +174,18 @@ def new_lease(
         branch=branch,
         progress_changed_at=now,
     )
+
+
+def learned(lease: Lease, now: datetime, policy: Policy) -> Lease:
+    """`lease` after a call of its holder at `now`: the gap since its previous
+    call joins the rhythm (the last `rhythm_window`), unless shorter than
+    `min_gap_s` (a burst of calls is one moment of activity)."""
+    detector = policy.detector
+    gap = (now - (lease.last_call_at or lease.assigned_at)).total_seconds()
+    gaps = lease.signal_gaps
+    if gap >= detector.min_gap_s:
+        gaps = (*gaps, round(gap, 3))[-detector.rhythm_window :]
+    return replace(lease, last_call_at=now, signal_gaps=gaps)
 
 
 def revival(lease: Lease, now: datetime, fx: Effects) -> ChangeKind | None:

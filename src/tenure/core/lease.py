@@ -72,6 +72,7 @@ from tenure.core.effects import (
     bumped,
     check_stall,
     escalate,
+    learned,
     lease_event,
     new_lease,
     revival,
@@ -176,36 +177,53 @@ def create(
     return Change(kind=ChangeKind.CREATED, task=claimed, lease=lease, events=(event,))
 
 
-def touch(lease: Lease, now: datetime, policy: Policy, *, task: Task | None = None) -> Change:
+def touch(
+    lease: Lease,
+    now: datetime,
+    policy: Policy,
+    *,
+    task: Task | None = None,
+    at: datetime | None = None,
+) -> Change:
     """Any other authenticated call by the holder: extend the lease, never shorten it.
 
     Expiry becomes max(current, now + the current phase's duration, at least
     phase 2); the grace never shrinks; suspicion clears; a lease past expiry
     revives. Unchanged for an ended lease, and under the `seed` detector for a
     lease past expiry. `task` (optional) gives the conservative policy the
-    task's estimate.
+    task's estimate. `at` (worktree evidence) stamps the signal with the time
+    the holder was last seen alive instead of `now`: the lease runs from then,
+    and the gap does not enter the holder's rhythm (only calls do).
     """
     now = ensure_utc(now, "now")
     if not lease.live:
         return UNCHANGED
     if now > lease.expires_at and policy.detector.refuses_after_expiry:
         return UNCHANGED
+    stamp = now if at is None else min(ensure_utc(at, "at"), now)
     fx = Effects()
-    kind = revival(lease, now, fx) or ChangeKind.TOUCHED
-    lease_s, grace_s = touch_duration(lease, policy, task.estimated_hours if task else None)
+    kind = revival(lease, stamp, fx) or ChangeKind.TOUCHED
+    rhythm = learned(lease, now, policy) if at is None else lease
+    lease_s, grace_s = touch_duration(rhythm, policy, task.estimated_hours if task else None)
     stamps = lease.progress_stamps
     if policy.detector.touches_enter_cadence:
         stamps = (*stamps, now)[-policy.cadence_window :]
     new = bumped(
-        lease,
-        expires_at=max(lease.expires_at, now + timedelta(seconds=lease_s)),
+        rhythm,
+        expires_at=max(lease.expires_at, stamp + timedelta(seconds=lease_s)),
         grace_s=max(lease.grace_s, grace_s),
-        last_signal_at=now,
-        suspect_since=None,
+        last_signal_at=max(lease.last_signal_at, stamp),
+        # A change made before the session closed says nothing of after.
+        suspect_since=_still_suspect(lease, stamp),
         progress_stamps=stamps,
     )
     new = check_stall(with_deadline(new, policy), now, policy, fx)
     return fx.change(kind, lease=new, expected_version=lease.version)
+
+
+def _still_suspect(lease: Lease, stamp: datetime) -> datetime | None:
+    closed = lease.suspect_since
+    return closed if closed is not None and stamp < closed else None
 
 
 def session_closed(lease: Lease, now: datetime, policy: Policy) -> Change:
@@ -308,7 +326,7 @@ def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy)
     kind = revival(lease, now, fx) or ChangeKind.RENEWED
     moved = progress != lease.progress
     new = bumped(
-        _with_report(lease, rep, now, progress),
+        learned(_with_report(lease, rep, now, progress), now, policy),
         renewal_count=lease.renewal_count + 1,
         progress_stamps=(*lease.progress_stamps, now)[-policy.cadence_window :],
         last_renewed_at=now,

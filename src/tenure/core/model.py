@@ -296,6 +296,10 @@ class Lease:
     max_progress: int = 0
     ended_at: datetime | None = None
     end_reason: EndReason | None = None
+    # The holder's rhythm, learned by the `adaptive` detector: its last call
+    # (report or other call; None until the first) and recent gaps between calls.
+    last_call_at: datetime | None = None
+    signal_gaps: tuple[float, ...] = ()
 
     @property
     def live(self) -> bool:

@@ -127,12 +127,38 @@ class DetectorPolicy:
     - `seed`: the seed's behaviour, defects included: renewals and touches
       refused once past expiry, touches enter the cadence window.
     - `fixed`: one TTL; no cadence, recover as soon as recover-after passes.
+    - `adaptive`: a phi-accrual detector (docs/detection.md). Each lease
+      learns its holder's rhythm (the gaps between its calls: reports and
+      every other call); the silence allowed after the latest sign of life
+      (a call, or a worktree change at the time it happened) is the gap this
+      holder exceeds with probability 10^-`phi_threshold` under a lognormal
+      fitted to those gaps (shrunk towards a prior while few are known),
+      x `finishing_factor` from `finishing_at` % on, at least
+      `validator_silence_s` at 100 %, within [`min_silence_s`,
+      `max_silence_s`]. The lease's duration is that allowance (minus
+      `adaptive_grace_s` of grace), so an agent's `expires_at` tells the truth.
+      A closed session is given `suspect_window_s` (not `Policy.
+      suspect_after_close_s`) to show a sign of life made after the close.
     """
 
-    kind: Literal["spec", "seed", "fixed"] = "spec"
+    kind: Literal["spec", "seed", "fixed", "adaptive"] = "spec"
     silence_multiplier: float = 5.0
     min_stamps_for_cadence: int = 2
     fixed_ttl_s: float = 300.0
+    # The adaptive detector's numbers (docs/detection.md has the curve).
+    phi_threshold: float = 2.5
+    prior_median_s: float = 60.0
+    prior_sigma: float = 0.8
+    prior_weight: float = 4.0
+    rhythm_window: int = 32
+    min_gap_s: float = 10.0
+    finishing_at: int = 75
+    finishing_factor: float = 1.5
+    validator_silence_s: float = 180.0
+    min_silence_s: float = 90.0
+    max_silence_s: float = 900.0
+    adaptive_grace_s: float = 30.0
+    suspect_window_s: float = 120.0
 
     @property
     def refuses_after_expiry(self) -> bool:
@@ -143,6 +169,11 @@ class DetectorPolicy:
     def touches_enter_cadence(self) -> bool:
         """The seed let touches enter the cadence window (SPEC departure 5)."""
         return self.kind == "seed"
+
+    @property
+    def reads_worktree(self) -> bool:
+        """Whether worktree changes count as signals (`spec` and `adaptive`)."""
+        return self.kind in ("spec", "adaptive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +202,7 @@ DURATION_POLICIES: dict[str, type[ProgressivePolicy] | type[ConservativePolicy]]
     "conservative": ConservativePolicy,
 }
 
-DETECTOR_KINDS = ("spec", "seed", "fixed")
+DETECTOR_KINDS = ("spec", "seed", "fixed", "adaptive")
 
 
 def duration_policy(name: str) -> DurationPolicy:

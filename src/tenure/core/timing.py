@@ -8,6 +8,7 @@ all judge time through this one module so they can never disagree.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from datetime import datetime, timedelta
 
@@ -21,7 +22,9 @@ __all__ = [
     "median_interval",
     "phase_of",
     "renewal_duration",
+    "rhythm_allowance",
     "seconds_left",
+    "suspect_window",
     "touch_duration",
 ]
 
@@ -58,13 +61,27 @@ def phase_of(lease: Lease, policy: Policy) -> int:
     return 0
 
 
+def suspect_window(policy: Policy) -> timedelta:
+    """How long after its last session closed a silent holder keeps its lease.
+
+    SPEC's `suspect_after_close_s` (30 s), except under the `adaptive`
+    detector, which waits its own `suspect_window_s`: a live agent whose
+    session blipped shows nothing for longer than 30 s often enough that
+    waiting less takes work from live agents (docs/detection.md).
+    """
+    detector = policy.detector
+    if detector.kind == "adaptive":
+        return timedelta(seconds=detector.suspect_window_s)
+    return timedelta(seconds=policy.suspect_after_close_s)
+
+
 def compute_recover_after(
     expires_at: datetime, grace_s: float, suspect_since: datetime | None, policy: Policy
 ) -> datetime:
     """When the monitor may act: expiry + grace, or the suspect deadline if earlier."""
     deadline = expires_at + timedelta(seconds=grace_s)
     if suspect_since is not None:
-        deadline = min(deadline, suspect_since + timedelta(seconds=policy.suspect_after_close_s))
+        deadline = min(deadline, suspect_since + suspect_window(policy))
     return deadline
 
 
@@ -77,10 +94,46 @@ def median_interval(stamps: tuple[datetime, ...] | list[datetime]) -> float | No
     return float(statistics.median(gaps))
 
 
-def _fixed(policy: Policy) -> tuple[float, float] | None:
+def rhythm_allowance(lease: Lease | None, policy: Policy) -> float:
+    """Seconds of silence the `adaptive` detector allows `lease`'s holder.
+
+    Phi accrual over the holder's own gaps between calls: the logs of the
+    gaps are taken as normal, their mean and spread shrunk towards the
+    prior's (`prior_weight` pseudo-gaps of median `prior_median_s`, spread
+    `prior_sigma`) so a few gaps cannot make the detector jumpy; the
+    allowance is the gap exceeded with probability 10^-`phi_threshold`. The
+    task's phase then widens it: reports thin out from `finishing_at` %
+    (x `finishing_factor`) and validators run silently after 100 % (at least
+    `validator_silence_s`). The result stays within [`min_silence_s`,
+    `max_silence_s`]. With no lease (a task not yet held) only the prior speaks.
+    """
+    d = policy.detector
+    logs = [math.log(gap) for gap in lease.signal_gaps] if lease else []
+    prior_mu = math.log(d.prior_median_s)
+    weight = d.prior_weight + len(logs)
+    mu = (d.prior_weight * prior_mu + sum(logs)) / weight
+    spread = d.prior_weight * (d.prior_sigma**2 + (prior_mu - mu) ** 2)
+    spread += sum((x - mu) ** 2 for x in logs)
+    z = statistics.NormalDist().inv_cdf(1.0 - 10.0 ** (-d.phi_threshold))
+    allowance = math.exp(mu + z * math.sqrt(spread / weight))
+    progress = lease.progress if lease else 0
+    if progress >= d.finishing_at:
+        allowance *= d.finishing_factor
+    if progress >= 100:
+        allowance = max(allowance, d.validator_silence_s)
+    return min(d.max_silence_s, max(d.min_silence_s, allowance))
+
+
+def _fixed(policy: Policy, lease: Lease | None = None) -> tuple[float, float] | None:
     # The `fixed` detector is a plain queue: one TTL for every lease, no grace.
-    if policy.detector.kind == "fixed":
-        return policy.detector.fixed_ttl_s, 0.0
+    # The `adaptive` one sizes every lease from its holder's rhythm instead.
+    detector = policy.detector
+    if detector.kind == "fixed":
+        return detector.fixed_ttl_s, 0.0
+    if detector.kind == "adaptive":
+        allowance = rhythm_allowance(lease, policy)
+        grace = min(detector.adaptive_grace_s, allowance / 2)
+        return allowance - grace, grace
     return None
 
 
@@ -101,9 +154,9 @@ def renewal_duration(lease: Lease, policy: Policy, estimate_h: float | None) -> 
     """(lease, grace) seconds for a renewal, `lease` already counting this report.
 
     Progressive: the phase of (reports, progress). Conservative: the decaying
-    renewal with n = the renewals before this one.
+    renewal with n = the renewals before this one. Adaptive: the rhythm's allowance.
     """
-    fixed = _fixed(policy)
+    fixed = _fixed(policy, lease)
     if fixed:
         return fixed
     durations = policy.durations
@@ -120,7 +173,7 @@ def touch_duration(lease: Lease, policy: Policy, estimate_h: float | None) -> tu
     A live holder that touches before its first report is working, so it gets
     phase 2's time rather than the unproven phase's.
     """
-    fixed = _fixed(policy)
+    fixed = _fixed(policy, lease)
     if fixed:
         return fixed
     durations = policy.durations
@@ -135,7 +188,7 @@ def finishing_duration(
     lease: Lease, policy: Policy, estimate_h: float | None
 ) -> tuple[float, float]:
     """(lease, grace) seconds of the finishing phase (a failed validation's renewal)."""
-    fixed = _fixed(policy)
+    fixed = _fixed(policy, lease)
     if fixed:
         return fixed
     durations = policy.durations

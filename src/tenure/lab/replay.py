@@ -106,7 +106,8 @@ class TraceEvidence:
 
     `conflict`: the holder's worktree is between `conflict_start` and
     `conflict_end`. `changed`: a `write` of the holder's happened after the
-    lease's last signal (and, the trace being replayed in order, not after now).
+    lease's last signal (and, the trace being replayed in order, not after now);
+    `changed_at`: the time of the latest such write.
     """
 
     def __init__(self, clock: FakeClock) -> None:
@@ -131,11 +132,14 @@ class TraceEvidence:
         self.probes += 1
         writes = self.writes.get(lease.agent_id, [])
         since = _seconds(lease.last_signal_at) + _EPSILON
-        changed = bisect.bisect_right(writes, since) < len(writes)
+        now = self.clock.now()
+        upto = bisect.bisect_right(writes, _seconds(now) + _EPSILON)
+        changed = bisect.bisect_right(writes, since) < upto
         return Evidence(
             conflict=self.conflicts.get(lease.agent_id, False),
             changed=changed,
-            observed_at=self.clock.now(),
+            observed_at=now,
+            changed_at=min(_at(writes[upto - 1]), now) if changed else None,
         )
 
 

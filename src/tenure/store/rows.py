@@ -333,6 +333,8 @@ LEASE_COLUMNS = (
     "max_progress",
     "ended_at",
     "end_reason",
+    "last_call_at",
+    "signal_gaps",
 )
 
 
@@ -364,6 +366,8 @@ def lease_to_row(lease: Lease, time: TimeEncoder = encode_time) -> tuple[Any, ..
         lease.max_progress,
         time(lease.ended_at),
         None if lease.end_reason is None else str(lease.end_reason),
+        time(lease.last_call_at),
+        dump_json(list(lease.signal_gaps)),
     )
 
 
@@ -395,6 +399,8 @@ def lease_from_row(row: Sequence[Any]) -> Lease:
         max_progress=row[22],
         ended_at=decode_time(row[23]),
         end_reason=None if row[24] is None else EndReason(row[24]),
+        last_call_at=decode_time(row[25]),
+        signal_gaps=tuple(float(gap) for gap in load_json(row[26])),
     )
 
 

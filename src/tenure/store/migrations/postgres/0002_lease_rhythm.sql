@@ -1,0 +1,5 @@
+-- The adaptive detector learns each holder's rhythm: when it last called
+-- (a progress report or any other call) and the recent gaps between its calls,
+-- in seconds, as a JSON array. Existing leases start with no rhythm learned.
+ALTER TABLE leases ADD COLUMN last_call_at timestamptz;
+ALTER TABLE leases ADD COLUMN signal_gaps jsonb NOT NULL DEFAULT '[]';
