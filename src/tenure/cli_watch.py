@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -161,7 +162,7 @@ def render_card(task: Json, now: datetime, warning_s: float = 60.0) -> Text:
             card.append(f"\n ⎇ {lease['branch']}", style="green")
     handoff = task.get("handoff")
     if handoff and not lease:
-        reason = str(handoff.get("recovery_reason", "")).replace("_", " ")
+        reason = _words(str(handoff.get("recovery_reason", "")))
         card.append(
             f"\n ↩ handoff from {handoff.get('recovered_from_agent')} at "
             f"{handoff.get('previous_progress')}% ({reason})",
@@ -172,8 +173,13 @@ def render_card(task: Json, now: datetime, warning_s: float = 60.0) -> Text:
         if handoff.get("last_progress_message"):
             card.append(f"\n “{_short(handoff['last_progress_message'])}”", style="italic")
     if task.get("status") == "blocked" and task.get("blocked_reason"):
-        card.append(f"\n {str(task['blocked_reason']).replace('_', ' ')}", style="red")
+        card.append(f"\n {_words(str(task['blocked_reason']))}", style="red")
     return card
+
+
+def _words(text: str) -> str:
+    """A code such as `recovery_budget_exhausted` in words; people's text as it is."""
+    return text.replace("_", " ") if re.fullmatch(r"[a-z0-9_]+", text) else text
 
 
 def _short(text: str, limit: int = 70) -> str:

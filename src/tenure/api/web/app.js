@@ -80,6 +80,11 @@
     toast.timer = setTimeout(() => { ui.toast.hidden = true; }, 4000);
   }
 
+  // A code such as `recovery_budget_exhausted` in words; people's text as it is.
+  function words(text) {
+    return /^[a-z0-9_]+$/.test(text) ? text.replace(/_/g, " ") : text;
+  }
+
   function serverNow() { return Date.now() + state.offsetMs; }
 
   function syncClock(nowIso) {
@@ -204,7 +209,7 @@
       if (lease.message) li.append(el("blockquote", "note", lease.message));
       if (lease.branch) li.append(el("div", "branch", lease.branch));
     }
-    if (task.blocked_reason && task.status === "blocked") li.append(el("div", "reason", task.blocked_reason.replace(/_/g, " ")));
+    if (task.blocked_reason && task.status === "blocked") li.append(el("div", "reason", words(task.blocked_reason)));
     if (task.handoff && !lease && Date.parse(task.handoff.expires_at) > serverNow()) li.append(buildHandoff(task.handoff));
     if (state.session.is_admin) {
       const actions = el("div", "actions");
@@ -220,7 +225,7 @@
     const line = el("div", "handoff-line");
     line.append(
       el("strong", null, "Handoff"),
-      el("span", null, ` from ${handoff.recovered_from_agent} at ${handoff.previous_progress}% · ${handoff.recovery_reason.replace(/_/g, " ")}`),
+      el("span", null, ` from ${handoff.recovered_from_agent} at ${handoff.previous_progress}% · ${words(handoff.recovery_reason)}`),
     );
     box.append(line);
     if (handoff.previous_agent_branch) box.append(el("div", "branch", handoff.previous_agent_branch));
@@ -341,7 +346,7 @@
       el("span", "type", event.type),
       el("span", "subject", [event.task_id, event.agent_id].filter(Boolean).join(" · ")),
     );
-    if (detail) li.append(el("span", "detail", String(detail).replace(/_/g, " ")));
+    if (detail) li.append(el("span", "detail", words(String(detail))));
     if (event.task_id) li.dataset.taskId = event.task_id;
     return li;
   }
