@@ -64,6 +64,8 @@ class Plan:
     interval_s: float = 0.25
     #: Replicas the chaos always leaves running (0: it may kill the only one).
     min_up: int = 1
+    #: Kills the chaos makes at least, past `chaos_s` if it must.
+    min_kills: int = 5
     seed: int = field(default_factory=lambda: random.randrange(1 << 30))
 
 
@@ -166,6 +168,14 @@ def run(cluster: Cluster, plan: Plan, load: Callable[[], Snapshot]) -> Outcome:
         launch("finisher", plan.finishers, 1)
         chaos.start()
         time.sleep(plan.chaos_s)
+        # A loaded machine restarts slowly: keep going (boundedly) until the
+        # chaos has killed as often as the plan asks.
+        wait_until(
+            lambda: sum(1 for what, _ in chaos_log if what == "kill") >= plan.min_kills,
+            plan.chaos_s * 3,
+            0.2,
+            f"{plan.min_kills} kills",
+        )
         stop_chaos.set()
         chaos.join()
         for replica in cluster.replicas:  # a kill may have landed just before the stop

@@ -25,7 +25,7 @@ import httpx
 from tests.support.server import ADMIN_TOKEN, free_port, tenure_command, wait_until
 
 #: Seconds a (re)start may take before the test fails.
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0
 
 
 def server_env(settings: Mapping[str, str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ def as_url(dsn: str) -> str:
     return f"postgresql://{user}@{parts['host']}:{parts['port']}/{parts['dbname']}"
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_three_replicas_killed_at_random_break_no_invariant(tmp_path: Path) -> None:
     dsn = fresh_postgres_dsn()
     plan = Plan()
@@ -35,7 +35,7 @@ def test_three_replicas_killed_at_random_break_no_invariant(tmp_path: Path) -> N
     assert not outcome.problems, "\n".join(outcome.problems[:40])
     assert not outcome.late, "\n".join(outcome.late)
     # The run must have exercised what it claims to.
-    assert outcome.kills >= 5
+    assert outcome.kills >= plan.min_kills
     assert outcome.figures["deaths"] == sum(plan.diers)
     assert outcome.figures["recoveries"] >= outcome.figures["deaths"]
     assert outcome.figures["failovers"] > 0

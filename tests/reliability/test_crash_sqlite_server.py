@@ -16,7 +16,7 @@ from tests.reliability.invariants import load_sqlite
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("crash-sqlite")]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_a_server_killed_under_load_and_restarted_on_its_file_breaks_no_invariant(
     tmp_path: Path,
 ) -> None:
@@ -30,6 +30,7 @@ def test_a_server_killed_under_load_and_restarted_on_its_file_breaks_no_invarian
         kill_every=(1.5, 3.0),
         down_for=(0.1, 0.6),
         min_up=0,
+        min_kills=3,
     )
     settings = short_leases(lease_s=(2.0, 3.0, 4.0, 5.0), interval=plan.interval_s)
     cluster = Cluster(tmp_path, f"sqlite:///{database}", settings, n=1)
@@ -38,6 +39,6 @@ def test_a_server_killed_under_load_and_restarted_on_its_file_breaks_no_invarian
     print(f"\nSIGKILL of one server on SQLite (seed {plan.seed}):\n{outcome.report()}")
     assert not outcome.problems, "\n".join(outcome.problems[:40])
     assert not outcome.late, "\n".join(outcome.late)
-    assert outcome.kills >= 2
+    assert outcome.kills >= plan.min_kills
     assert outcome.figures["deaths"] == sum(plan.diers)
     assert outcome.figures["cut-off calls repeated"] + outcome.figures["failovers"] > 0
