@@ -173,7 +173,10 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
         server.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: sync Playwright keeps an event loop running in
+# this thread while it is open, and asyncio tests that run later in the same
+# xdist worker would then fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does it)")
