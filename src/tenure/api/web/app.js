@@ -379,6 +379,7 @@
       for (const task of answer.tasks) upsert(task);
       for (const id of answer.missing || []) remove(id);
       updateCounts();
+      tick();
     } catch (err) {
       for (const id of ids) state.dirty.add(id);
       toast(err.message, true);
