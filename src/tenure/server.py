@@ -424,7 +424,8 @@ def serve(
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _draining_server(config)
+    server.app_state = app.state
 
     def stop_server() -> None:
         server.should_exit = True
@@ -437,6 +438,33 @@ def serve(
     if runtime is not None and runtime.failure is not None:
         return 1
     return 0 if server.started else 1
+
+
+def _draining_server(config: Any) -> Any:
+    """A uvicorn Server that marks the runtime as stopping the moment a signal
+    asks it to exit, before it drains connections.
+
+    Streams end during the drain (sse-starlette ends its SSE answers at once)
+    and clients close their MCP sessions: those closes must not count as
+    agents leaving (SPEC: a server shutting down never marks anything
+    suspect), so `runtime.stopping` is set first, and /readyz turns unready
+    while requests in flight finish.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        app_state: Any = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runtime = getattr(self.app_state, "runtime", None)
+            if runtime is not None:
+                with contextlib.suppress(RuntimeError):
+                    # A signal handler runs on the loop's thread, between two
+                    # steps of the loop: hand the event to the loop to set.
+                    asyncio.get_running_loop().call_soon_threadsafe(runtime.stopping.set)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 async def _check_store(settings: Settings) -> None:

@@ -1,7 +1,9 @@
 """Graceful shutdown: SIGTERM under load marks no lease suspect and loses none.
 
 A real `tenure serve` runs with a monitor pass every 0.1 s while agents
-renew and touch their leases over HTTP as fast as they can. The server gets
+renew and touch their leases over HTTP as fast as they can, and one more
+holds its lease through an open MCP session (streamable HTTP, with its
+standing stream). The server gets
 SIGTERM in the middle of that, exits cleanly, and starts again on the same
 database: every lease live before is live after, with the same epoch and an
 expiry no earlier than before, and the log holds no `lease.suspect` (nor a
@@ -10,6 +12,8 @@ recovery) for any of them.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import threading
 import time
@@ -17,7 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from tests.support.server import LiveServer, new_board, wait_until
 
 pytestmark = pytest.mark.xdist_group("ops-shutdown")
@@ -78,6 +85,44 @@ class Load:
             thread.join(10)
 
 
+class McpHolder:
+    """An agent that claims and renews through one MCP session until the server goes."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        self.ready = threading.Event()
+        self.task_id: str | None = None
+        self.reports = 0
+        self.ended: BaseException | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _call(self, client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = await client.call_tool(tool, arguments)
+        body: dict[str, Any] = json.loads("".join(getattr(b, "text", "") for b in result.content))
+        assert not result.is_error, body
+        return body
+
+    async def _main(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            http = httpx2.AsyncClient(headers=headers)
+            async with http, Client(streamable_http_client(self.url, http_client=http)) as client:
+                self.task_id = (await self._call(client, "request_next_task"))["task"]["id"]
+                while True:
+                    progress = min(99, 10 + self.reports)
+                    await self._call(
+                        client, "report_task_progress", task_id=self.task_id, progress=progress
+                    )
+                    self.reports += 1
+                    self.ready.set()
+                    await asyncio.sleep(0.05)
+        except BaseException as exc:  # the server going away ends the session
+            self.ended = exc
+        finally:
+            self.ready.set()
+
+
 def _leases(server: LiveServer) -> dict[str, dict[str, Any]]:
     answer = server.admin().get("/leases", params={"board_id": "s"})
     assert answer.status_code == 200, answer.text
@@ -100,13 +145,19 @@ def test_sigterm_under_load_marks_nothing_suspect_and_loses_no_lease(
         assert report.status_code == 200, report.text
         # Each agent its own connection pool, so the load really is concurrent.
         clients.append((task_id, httpx.Client(base_url=client.base_url, headers=client.headers)))
+    _client, mcp_token = fleet.agent("mcp")
+    holder = McpHolder(server.url + "/mcp", mcp_token)
+    holder.thread.start()
+    assert holder.ready.wait(60) and holder.task_id is not None, holder.ended
     process = server.process
     assert process is not None
 
     with Load(clients) as load:
         wait_until(lambda: load.ok >= 20 * AGENTS, 60, what="the agents to be busy")
         before = _leases(server)
-        assert len(before) == AGENTS
+        assert len(before) == AGENTS + 1
+        assert before[holder.task_id]["agent_id"] == "mcp"
+        assert holder.reports >= 1 and holder.ended is None
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(45)
@@ -114,6 +165,8 @@ def test_sigterm_under_load_marks_nothing_suspect_and_loses_no_lease(
         calls_before_exit = load.ok
     for _, client in clients:
         client.close()
+    holder.thread.join(30)
+    assert not holder.thread.is_alive(), "the MCP session did not end with the server"
 
     # uvicorn finishes the shutdown, then re-raises the signal it caught, so
     # the parent sees "ended by SIGTERM"; the log shows the shutdown ran in full.

@@ -118,6 +118,9 @@ class SessionBook:
     coordinator: Coordinator
     sessions: dict[str, _Session] = field(default_factory=dict)
     shutting_down: bool = False
+    #: True once the server began to stop (a signal came): from then on no
+    #: close, by DELETE or a dropped stream, counts as an agent leaving.
+    server_stopping: Callable[[], bool] = lambda: False
 
     def get(self, session_id: str | None) -> _Session | None:
         """The session with this id, if Tenure follows it."""
@@ -163,15 +166,18 @@ class SessionBook:
     async def dropped(self, session_id: str) -> None:
         """The session's standing stream ended without a DELETE: the client is gone."""
         entry = self.get(session_id)
-        if entry is None or self.shutting_down or entry.closing or entry.streams:
+        if entry is None or self._stopping() or entry.closing or entry.streams:
             return
         await self._close(entry)
 
     async def closed(self, session_id: str) -> None:
         """The client deleted its session (or the SDK no longer knows it)."""
         entry = self.sessions.pop(session_id, None)
-        if entry is not None and not self.shutting_down:
+        if entry is not None and not self._stopping():
             await self._close(entry)
+
+    def _stopping(self) -> bool:
+        return self.shutting_down or self.server_stopping()
 
     async def _forget_abandoned(self) -> None:
         """Forget sessions idle past the SDK's idle timeout: it has discarded them.
@@ -452,6 +458,9 @@ async def mcp_extension(app: Any, runtime: Runtime) -> AsyncIterator[McpEndpoint
     telling the Coordinator, so no lease turns suspect because of a restart.
     """
     endpoint = McpEndpoint.create(runtime.coordinator)
+    stopping = getattr(runtime, "stopping", None)  # the server's Runtime has one
+    if stopping is not None:
+        endpoint.book.server_stopping = stopping.is_set
     await forget_sessions_of_a_previous_run(runtime.coordinator)
     route: BaseRoute = Route("/mcp", endpoint=_as_asgi(endpoint))
     routes: list[BaseRoute] = app.router.routes
