@@ -3,8 +3,10 @@
 Each pass reads the leases that are due through the recover-after index (its
 cost follows the number due, not the number live), probes worktree evidence
 for those that need it outside every transaction and several at once, then
-judges each lease in its own transaction, conditional on the version it
-read: a lease an agent renewed meanwhile is left alone. `Monitor.run` loops
+judges each batch in one transaction (one commit per batch, not per lease),
+every lease re-read inside it and written conditional on its version: a
+lease an agent renewed meanwhile is left alone, and a batch that lost any
+race is judged again lease by lease, each in its own transaction. `Monitor.run` loops
 the pass every `interval` seconds inside the server's task group; if it
 raises, the task group (and so the server) stops, never half alive.
 """
@@ -22,10 +24,11 @@ from typing import Protocol
 
 from tenure.core import detector
 from tenure.core.decisions import ChangeKind, Evidence, Extend, Recover, Release, Signal, Wait
+from tenure.core.errors import Conflict
 from tenure.core.model import Agent, Board, Lease
 from tenure.service import Coordinator
 from tenure.store.base import Tx
-from tenure.units import Effects, write
+from tenure.units import Effects, RaceLost, write
 
 log = logging.getLogger("tenure.monitor")
 
@@ -139,8 +142,7 @@ class Monitor:
             for (lease, _agent, _board), found in zip(wanted, probes, strict=True):
                 evidence[_key(lease)] = found
                 result.probed += 1
-        for lease in leases:
-            await self._judge(lease, evidence.get(_key(lease)), result)
+        await self._judge_together(leases, evidence, result)
 
     async def _probe(
         self, lease: Lease, agent: Agent | None, board: Board | None
@@ -155,33 +157,68 @@ class Monitor:
                 )
                 return None
 
+    async def _judge_together(
+        self,
+        leases: list[Lease],
+        evidence: dict[tuple[str, str, int], Evidence | None],
+        result: PassResult,
+    ) -> None:
+        """Judge a batch in one transaction: one commit (and, on SQLite, one trip to
+        the writer thread) for the batch instead of one per lease.
+
+        Each lease is still judged from a read made inside the transaction and
+        written conditional on its version. If any of them lost a race (or the
+        database aborted the transaction, as PostgreSQL may to break a deadlock
+        with an agent's call), nothing of the batch is kept and each lease is
+        judged again in a transaction of its own, as a lone lease always was.
+        """
+        if len(leases) == 1:
+            await self._judge(leases[0], evidence.get(_key(leases[0])), result)
+            return
+        effects = Effects()
+
+        def unit(tx: Tx) -> list[str]:
+            return [self._decide(tx, effects, seen, evidence.get(_key(seen))) for seen in leases]
+
+        try:
+            outcomes = await self.c.store.run(unit)
+        except (RaceLost, Conflict):
+            for lease in leases:
+                await self._judge(lease, evidence.get(_key(lease)), result)
+            return
+        self.c.publish(effects)
+        for outcome in outcomes:
+            setattr(result, outcome, getattr(result, outcome) + 1)
+        if effects.error is not None:
+            raise effects.error
+
     async def _judge(self, seen: Lease, evidence: Evidence | None, result: PassResult) -> None:
-        policy = self.c.policy
-
-        def unit(tx: Tx, effects: Effects) -> str:
-            task = tx.get_task(seen.board_id, seen.task_id, for_update=True)
-            lease = tx.live_lease(seen.board_id, seen.task_id)
-            if task is None or lease is None or lease.epoch != seen.epoch:
-                return "skipped"
-            if lease.recover_after > tx.now:
-                return "skipped"  # a signal arrived since the read: no longer due
-            decision = detector.decide(task, lease, tx.now, policy, evidence)
-            if isinstance(decision, Wait):
-                return "waiting"
-            change = detector.apply(decision, task, lease, tx.now, policy)
-            write(tx, change, effects)
-            if isinstance(decision, Recover):
-                return "dead_lettered" if change.kind is ChangeKind.DEAD_LETTERED else "recovered"
-            if isinstance(decision, Release):
-                return "released"
-            if isinstance(decision, Extend):
-                return "extended"
-            if isinstance(decision, Signal):
-                return "signalled"
-            return "skipped"  # pragma: no cover - Decision is exhaustive
-
-        outcome = await self.c.run(unit)
+        outcome = await self.c.run(lambda tx, effects: self._decide(tx, effects, seen, evidence))
         setattr(result, outcome, getattr(result, outcome) + 1)
+
+    def _decide(self, tx: Tx, effects: Effects, seen: Lease, evidence: Evidence | None) -> str:
+        """Judge one due lease inside `tx` and write the decision; the outcome's name."""
+        policy = self.c.policy
+        task = tx.get_task(seen.board_id, seen.task_id, for_update=True)
+        lease = tx.live_lease(seen.board_id, seen.task_id)
+        if task is None or lease is None or lease.epoch != seen.epoch:
+            return "skipped"
+        if lease.recover_after > tx.now:
+            return "skipped"  # a signal arrived since the read: no longer due
+        decision = detector.decide(task, lease, tx.now, policy, evidence)
+        if isinstance(decision, Wait):
+            return "waiting"
+        change = detector.apply(decision, task, lease, tx.now, policy)
+        write(tx, change, effects)
+        if isinstance(decision, Recover):
+            return "dead_lettered" if change.kind is ChangeKind.DEAD_LETTERED else "recovered"
+        if isinstance(decision, Release):
+            return "released"
+        if isinstance(decision, Extend):
+            return "extended"
+        if isinstance(decision, Signal):
+            return "signalled"
+        return "skipped"  # pragma: no cover - Decision is exhaustive
 
     def _record(self, result: PassResult) -> None:
         self.stats.passes += 1

@@ -36,7 +36,7 @@ from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
 from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
 from tenure.store.base import ClaimFilter, Store, Tx
-from tenure.units import Effects, RaceLost, write
+from tenure.units import Effects, Held, RaceLost, write
 from tenure.views import lease_view, task_view
 
 log = logging.getLogger("tenure.service")
@@ -114,13 +114,15 @@ class Coordinator:
             except RaceLost:
                 await asyncio.sleep(0)
                 continue
-            self._publish(effects)
+            self.publish(effects)
             if effects.error is not None:
                 raise effects.error
             return result
         raise Conflict("the lease kept changing under this call; try again")
 
-    def _publish(self, effects: Effects) -> None:
+    def publish(self, effects: Effects) -> None:
+        """Hand a committed unit of work's metrics and telemetry to the sink
+        (`run` does it; the monitor's batches, run on the store directly, too)."""
         for change in effects.changes:
             for counter in change.counters:
                 self.sink.count(str(counter))
@@ -181,16 +183,25 @@ class Coordinator:
             raise NotFound(f"no task {task_id!r} on this board", details={"task_id": task_id})
         return task
 
-    def _touch_others(self, tx: Tx, agent: Agent, effects: Effects, skip: str | None) -> None:
+    def _touch_others(
+        self,
+        tx: Tx,
+        agent: Agent,
+        effects: Effects,
+        skip: str | None,
+        held: Held | None = None,
+    ) -> None:
         """Touch every live lease of `agent` except the one on task `skip`."""
-        for held in tx.live_leases_of_agent(agent.board_id, agent.id):
-            if held.task_id == skip:
+        book = held if held is not None else Held.read(tx, agent)
+        for lease in book.leases():
+            if lease.task_id == skip:
                 continue
-            change = rules.touch(held, tx.now, self.policy)
+            change = rules.touch(lease, tx.now, self.policy)
             if change.writes:
                 write(tx, change, effects)
+                book.apply(change)
 
-    def _seen(self, tx: Tx, agent: Agent) -> dict[str, Any]:
+    def _seen(self, tx: Tx, agent: Agent, held: Held | None = None) -> dict[str, Any]:
         """Record that the agent called, and build its notice of leases held and lost."""
         now = tx.now
         since = agent.last_seen_at or agent.created_at
@@ -202,11 +213,10 @@ class Coordinator:
             in {"lease_expired", "agent_disconnected", "validation_timeout", "unassigned"}
         ]
         tx.update_agent(replace(agent, last_seen_at=now))
-        held = [
-            lease_view(lease, now, self.policy)
-            for lease in tx.live_leases_of_agent(agent.board_id, agent.id)
-        ]
-        notice: dict[str, Any] = {"leases": held}
+        book = held if held is not None else Held.read(tx, agent)
+        notice: dict[str, Any] = {
+            "leases": [lease_view(lease, now, self.policy) for lease in book.leases()]
+        }
         if lost:
             notice["lost"] = lost
             notice["message"] = (
@@ -215,30 +225,33 @@ class Coordinator:
             )
         return notice
 
-    def _subject(self, tx: Tx, agent: Agent, task: Task) -> Subject:
-        live = tx.live_lease(task.board_id, task.id)
+    def _subject(self, tx: Tx, agent: Agent, task: Task, held: Held) -> Subject:
+        # The caller's own live lease on the task is in `held` already; only
+        # when it holds none is the task's live lease (another's) read.
+        live = held.get(task.id)
+        if live is None:
+            live = tx.live_lease(task.board_id, task.id)
         callers_last = (
             live
             if live is not None and live.agent_id == agent.id
             else tx.last_lease_of(task.board_id, task.id, agent.id)
         )
-        holds_other = any(
-            held.task_id != task.id for held in tx.live_leases_of_agent(agent.board_id, agent.id)
-        )
+        holds_other = any(lease.task_id != task.id for lease in held.leases())
         return Subject(task, live, callers_last, holds_other)
 
-    def _answer(self, tx: Tx, agent: Agent, change: Change, task: Task) -> dict[str, Any]:
+    def _answer(
+        self, tx: Tx, agent: Agent, change: Change, task: Task, held: Held
+    ) -> dict[str, Any]:
         """The common answer to an agent's act on a task."""
         now = tx.now
         current = change.task or task
-        live = tx.live_lease(current.board_id, current.id)
-        mine = live if live is not None and live.agent_id == agent.id else None
+        mine = held.get(current.id)
         return {
             "ok": change.error is None,
             "result": str(change.kind),
             "task": task_view(current, now, self.policy, mine),
             "lease": lease_view(mine, now, self.policy) if mine else None,
-            "notice": self._seen(tx, agent),
+            "notice": self._seen(tx, agent, held),
         }
 
     def _act(
@@ -252,11 +265,13 @@ class Coordinator:
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             agent = self._agent(tx, caller)
             task = self._task(tx, agent.board_id, task_id)
-            subject = self._subject(tx, agent, task)
+            held = Held.read(tx, agent)
+            subject = self._subject(tx, agent, task, held)
             change = decide(tx, subject, agent)
             write(tx, change, effects)
-            self._touch_others(tx, agent, effects, skip=task.id)
-            answer = self._answer(tx, agent, change, task)
+            held.apply(change)
+            self._touch_others(tx, agent, effects, skip=task.id, held=held)
+            answer = self._answer(tx, agent, change, task, held)
             if change.error is not None:
                 # The refusal is raised after commit; carry the notice with it.
                 change.error.details.setdefault("notice", answer["notice"])
@@ -273,8 +288,9 @@ class Coordinator:
 
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             agent = self._agent(tx, caller)
-            self._touch_others(tx, agent, effects, skip=None)
-            return self._seen(tx, agent)
+            held = Held.read(tx, agent)
+            self._touch_others(tx, agent, effects, skip=None, held=held)
+            return self._seen(tx, agent, held)
 
         return await self.run(unit)
 
@@ -283,14 +299,15 @@ class Coordinator:
 
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             agent = self._agent(tx, caller)
-            self._touch_others(tx, agent, effects, skip=None)
-            held = tx.live_leases_of_agent(agent.board_id, agent.id)
+            book = Held.read(tx, agent)
+            self._touch_others(tx, agent, effects, skip=None, held=book)
+            held = book.leases()
             if len(held) >= self.options.max_tasks_per_agent:
-                return self._nothing(tx, agent, "agent_holds_a_task", held)
+                return self._nothing(tx, agent, "agent_holds_a_task", held, book)
             task, reason = self._pick(tx, agent)
             if task is None:
-                return self._nothing(tx, agent, reason, held)
-            return self._grant(tx, effects, agent, task)
+                return self._nothing(tx, agent, reason, held, book)
+            return self._grant(tx, effects, agent, task, book)
 
         return await self.run(unit)
 
@@ -315,10 +332,14 @@ class Coordinator:
 
         return await self.run(unit)
 
-    def _grant(self, tx: Tx, effects: Effects, agent: Agent, task: Task) -> dict[str, Any]:
+    def _grant(
+        self, tx: Tx, effects: Effects, agent: Agent, task: Task, held: Held | None = None
+    ) -> dict[str, Any]:
         now = tx.now
         change = rules.create(task, agent.id, now, self.policy)
         write(tx, change, effects)
+        if held is not None:
+            held.apply(change)
         granted = change.task or task
         lease = change.lease
         assert lease is not None  # create always makes a lease
@@ -328,31 +349,49 @@ class Coordinator:
             "task": view,
             "lease": lease_view(lease, now, self.policy),
             "handoff": view["handoff"],
-            "notice": self._seen(tx, agent),
+            "notice": self._seen(tx, agent, held),
         }
 
     def _pick(self, tx: Tx, agent: Agent) -> tuple[Task | None, str]:
-        """The first claimable task for `agent`, or None and why there is none."""
+        """The first claimable task for `agent`, or None and why there is none.
+
+        The first candidate in claim order usually fits (no skills asked, no
+        dependencies pending), so it is read alone first: a claim then locks
+        and decodes one task row, not a page of them. Only when it does not
+        fit is a page read and walked.
+        """
         skills = {skill.lower() for skill in agent.skills}
-        candidates = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=64))
-        if not candidates:
+        first = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=1))
+        if not first:
             return None, "no_todo_tasks"
+        if self._claimable(tx, first[0], skills) == "":
+            return first[0], ""
+        candidates = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=64))
         waiting_on_dependencies = False
         for task in candidates:
-            if task.dead_lettered:
-                continue
-            needed = {skill.lower() for skill in task.required_skills}
-            if needed and not needed <= skills:
-                continue
-            if task.dependencies:
-                statuses = tx.task_statuses(task.board_id, task.dependencies)
-                if any(statuses.get(dep) is not TaskStatus.DONE for dep in task.dependencies):
-                    waiting_on_dependencies = True
-                    continue
-            return task, ""
+            verdict = self._claimable(tx, task, skills)
+            if verdict == "":
+                return task, ""
+            waiting_on_dependencies = waiting_on_dependencies or verdict == "dependencies"
         return None, "dependencies_pending" if waiting_on_dependencies else "skills_unmatched"
 
-    def _nothing(self, tx: Tx, agent: Agent, reason: str, held: list[Lease]) -> dict[str, Any]:
+    @staticmethod
+    def _claimable(tx: Tx, task: Task, skills: set[str]) -> str:
+        """Why `task` may not go to an agent with `skills` ("" when it may)."""
+        if task.dead_lettered:
+            return "dead_lettered"
+        needed = {skill.lower() for skill in task.required_skills}
+        if needed and not needed <= skills:
+            return "skills"
+        if task.dependencies:
+            statuses = tx.task_statuses(task.board_id, task.dependencies)
+            if any(statuses.get(dep) is not TaskStatus.DONE for dep in task.dependencies):
+                return "dependencies"
+        return ""
+
+    def _nothing(
+        self, tx: Tx, agent: Agent, reason: str, held: list[Lease], book: Held
+    ) -> dict[str, Any]:
         texts = {
             "no_todo_tasks": "No task is waiting on this board.",
             "dependencies_pending": "Every waiting task depends on work not yet done.",
@@ -366,7 +405,7 @@ class Coordinator:
             "message": texts[reason],
             "retry_after_s": self.options.claim_retry_after_s,
             "held": [lease_view(lease, tx.now, self.policy) for lease in held],
-            "notice": self._seen(tx, agent),
+            "notice": self._seen(tx, agent, book),
         }
 
     async def report_progress(self, caller: Caller, task_id: str, report: Report) -> dict[str, Any]:
@@ -485,10 +524,12 @@ class Coordinator:
 
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             notice: dict[str, Any] | None = None
+            held: Held | None = None
             if caller.is_agent:
                 agent = self._agent(tx, caller)
                 scope = agent.board_id
-                self._touch_others(tx, agent, effects, skip=None)
+                held = Held.read(tx, agent)
+                self._touch_others(tx, agent, effects, skip=None, held=held)
             else:
                 scope = self._board_scope(caller, board_id)
             task = self._task(tx, scope, task_id, lock=False)
@@ -510,7 +551,7 @@ class Coordinator:
                 ],
             }
             if caller.is_agent:
-                notice = self._seen(tx, self._agent(tx, caller))
+                notice = self._seen(tx, self._agent(tx, caller), held)
                 answer["notice"] = notice
             return answer
 

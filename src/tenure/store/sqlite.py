@@ -45,6 +45,14 @@ DEFAULT_PATH = "tenure.db"
 #: another process (in-process commits wake it at once).
 DEFAULT_POLL_INTERVAL = 0.25
 
+#: How often the checkpointer folds the WAL back into the database file.
+CHECKPOINT_INTERVAL_S = 0.5
+#: Units of work committed together at most (group commit, see `SqliteStore.run`).
+GROUP_MAX = 64
+#: WAL pages after which the writer checkpoints by itself: a backstop only,
+#: for a checkpointer that cannot keep up (SQLite's default is 1000).
+WRITER_CHECKPOINT_PAGES = 20_000
+
 _SELECT_EVENTS = f"SELECT {columns(EVENT_COLUMNS)} FROM events"
 
 
@@ -194,6 +202,13 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        self._stop_checkpoints = threading.Event()
+        # Group commit: units waiting for the writer thread, and whether a
+        # drain of them is already scheduled there.
+        self._pending: list[tuple[Callable[[SqliteTx], Any], asyncio.Future[Any]]] = []
+        self._pending_lock = threading.Lock()
+        self._draining = False
+        self._checkpointer: threading.Thread | None = None
         self._last_event_id = 0
         self._event_signal = asyncio.Event()
 
@@ -254,7 +269,36 @@ class SqliteStore:
             conn.close()
             raise
         self._last_event_id = row[0] or 0
+        # Checkpoints (copying the WAL into the file, with its fsync) leave the
+        # path of commits: the checkpointer thread runs them on its own
+        # connection, so no unit of work waits for one. See `_checkpoints`.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
         self._writer = conn
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, name="tenure-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        """The checkpointer thread: a PASSIVE checkpoint every CHECKPOINT_INTERVAL_S.
+
+        PASSIVE never waits for the writer or the readers; it copies what it
+        can, and once a pass has copied the whole WAL the writer starts it
+        over, so the WAL stays small. A failure is retried at the next tick;
+        the writer's own (rare) checkpoints remain as a backstop.
+        """
+        conn: sqlite3.Connection | None = None
+        while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -301,14 +345,93 @@ class SqliteStore:
     async def run(self, fn: Callable[[SqliteTx], T]) -> T:
         """Run `fn` in one write transaction on the writer thread.
 
+        Group commit: units submitted while the writer is busy wait in a queue
+        and the writer runs the queue (up to GROUP_MAX) in ONE transaction,
+        each unit inside a savepoint of its own: a unit that raises is rolled
+        back to its savepoint and gets its error, the others commit together,
+        and every caller's answer waits for that COMMIT. One commit (and one
+        trip to the writer thread) then serves many concurrent callers; a lone
+        caller's unit runs alone, as before.
+
         If the caller is cancelled while `fn` runs, the unit of work still
         finishes (committed or rolled back) on the writer thread.
         """
         self._check_open()
-        result, last_event_id = await self._on_writer(lambda: self._run_sync(fn))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[T, int]] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((fn, future))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._writer_pool.submit(self._drain, loop)
+        result, last_event_id = await future
         if last_event_id:
             self._events_committed(last_event_id)
         return result
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: run the queued units, a group at a time."""
+        try:
+            self._drain_groups(loop)
+        except BaseException:
+            # Never leave the queue marked as drained by a thread that stopped.
+            with self._pending_lock:
+                self._draining = False
+            raise
+
+    def _drain_groups(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with self._pending_lock:
+                group = self._pending[:GROUP_MAX]
+                del self._pending[:GROUP_MAX]
+                if not group:
+                    self._draining = False
+                    return
+            group = [(fn, future) for fn, future in group if not future.cancelled()]
+            if len(group) == 1:
+                fn, future = group[0]
+                try:
+                    outcome: tuple[bool, Any] = (True, self._run_sync(fn))
+                except BaseException as exc:
+                    outcome = (False, exc)
+                _deliver(loop, future, outcome)
+            elif group:
+                for (_, future), outcome in zip(group, self._run_group(group), strict=True):
+                    _deliver(loop, future, outcome)
+
+    def _run_group(
+        self, group: list[tuple[Callable[[SqliteTx], Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        """Several units in one transaction, each in a savepoint; their outcomes."""
+        conn = self._writer
+        if conn is None:
+            return [(False, StoreUnavailable("the SQLite store is closed")) for _ in group]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(False, translate_error(exc)) for _ in group]
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            for fn, _ in group:
+                conn.execute("SAVEPOINT unit")
+                tx = SqliteTx(conn, self.clock.now())
+                try:
+                    result = fn(tx)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO unit")
+                    error = translate_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                    outcomes.append((False, error))
+                else:
+                    outcomes.append((True, (result, tx.last_event_id)))
+                conn.execute("RELEASE unit")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The transaction itself failed (SQLite may have rolled it back):
+            # nothing of the group is kept, and every unit says so.
+            _rollback(conn)
+            return [(False, translate_error(exc)) for _ in group]
+        return outcomes
 
     def _read_sync(self, fn: Callable[[SqliteTx], T]) -> T:
         conn = self._reader()
@@ -407,6 +530,9 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
         loop = asyncio.get_running_loop()
         if self._writer is not None:
             writer, self._writer = self._writer, None
@@ -430,6 +556,24 @@ def _close_writer(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA optimize")
     conn.close()
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outcome: tuple[bool, Any]
+) -> None:
+    """Hand a unit's outcome (ok, value or exception) to its caller's loop."""
+
+    def settle() -> None:
+        if future.cancelled():
+            return
+        ok, value = outcome
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    with contextlib.suppress(RuntimeError):  # the caller's loop has closed
+        loop.call_soon_threadsafe(settle)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

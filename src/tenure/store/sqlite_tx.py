@@ -133,6 +133,24 @@ _LEASE_UPDATE = (
     + ", ".join(f"{name} = ?" for name in LEASE_COLUMNS[3:])
     + " WHERE board_id = ? AND task_id = ? AND epoch = ? AND version = ?"
 )
+# A live lease written as still live (a renewal, a touch, a revival...)
+# nearly always keeps its holder, its start and its missing end. Leaving those
+# columns out of SET spares SQLite the upkeep of the indexes built on them
+# (one live per task, live by agent, ended by agent), so such a write changes
+# the lease row and the recover-after index only. The WHERE checks that they
+# are indeed unchanged; when it matches nothing, the full UPDATE runs, so the
+# outcome is always that of the full UPDATE.
+_LEASE_FIXED_WHILE_LIVE = frozenset({"agent_id", "assigned_at", "ended_at", "end_reason"})
+_LEASE_LIVE_POSITIONS = tuple(
+    n for n, name in enumerate(LEASE_COLUMNS) if n >= 3 and name not in _LEASE_FIXED_WHILE_LIVE
+)
+_ASSIGNED_AT = LEASE_COLUMNS.index("assigned_at")
+_LEASE_UPDATE_LIVE = (
+    "UPDATE leases SET "
+    + ", ".join(f"{LEASE_COLUMNS[n]} = ?" for n in _LEASE_LIVE_POSITIONS)
+    + " WHERE board_id = ? AND task_id = ? AND epoch = ? AND version = ?"
+    " AND agent_id = ? AND assigned_at = ? AND ended_at IS NULL"
+)
 
 _COMMENT_SELECT = f"SELECT {columns(COMMENT_COLUMNS)} FROM comments"
 _OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
@@ -291,6 +309,13 @@ class SqliteTx(SqliteUpkeep):
     def update_lease(self, lease: Lease, expected_version: int) -> bool:
         row = lease_to_row(lease)
         what = f"lease of task {lease.task_id!r} (epoch {lease.epoch})"
+        if lease.ended_at is None:
+            values = [row[n] for n in _LEASE_LIVE_POSITIONS]
+            fixed = (lease.agent_id, row[_ASSIGNED_AT])
+            key = (*row[:3], expected_version)
+            cursor = self._exec(_LEASE_UPDATE_LIVE, (*values, *key, *fixed), what)
+            if cursor.rowcount == 1:
+                return True
         cursor = self._exec(_LEASE_UPDATE, (*row[3:], *row[:3], expected_version), what)
         return cursor.rowcount == 1
 
