@@ -132,9 +132,9 @@ async def export_board(store: Store, board_id: str) -> dict[str, Any]:
     after = 0
     while True:
         page = await store.events_after(after, board_id=board_id, limit=_EVENT_PAGE)
-        events.extend(_event_record(event) for event in page)
-        if len(page) < _EVENT_PAGE:
+        if not page:  # (not "a short page": a store may cap the limit lower)
             break
+        events.extend(_event_record(event) for event in page)
         after = page[-1].id
     document["events"] = events
     return document
