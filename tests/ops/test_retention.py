@@ -161,3 +161,14 @@ def test_events_prune_by_hand_keeps_what_it_must(tmp_path: Path) -> None:
         app, ["events", "prune", "--database-url", url], env={"TENURE_EVENTS_RETENTION_DAYS": "0"}
     )
     assert off.exit_code == 2 and "--older-than" in off.output
+
+
+async def test_a_failing_round_is_logged_and_tried_again_never_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    made = await make_world("sqlite", tmp_path)
+    await made.store.close()  # every round now fails: the store is gone
+    pruner = Pruner(made.store, retention_days=30)
+    assert await pruner.run_round() is None
+    assert pruner.rounds == 0
+    assert "pruning old events failed" in caplog.text
