@@ -35,7 +35,7 @@ from tenure.core.errors import (
 from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
 from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
-from tenure.store.base import ClaimFilter, Store, Tx
+from tenure.store.base import ClaimFilter, Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, write
 from tenure.views import lease_view, task_view
 
@@ -111,7 +111,8 @@ class Coordinator:
             effects = Effects()
             try:
                 result = await self.store.run(partial(_with_effects, unit, effects))
-            except RaceLost:
+            except (RaceLost, TransientFailure):
+                # Nothing of the attempt was kept: read again and decide again.
                 await asyncio.sleep(0)
                 continue
             self.publish(effects)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from tenure.core.errors import Conflict
 from tenure.core.model import (
     Agent,
     Board,
@@ -34,6 +35,12 @@ from tenure.core.model import (
 )
 
 T = TypeVar("T")
+
+
+class TransientFailure(Conflict):
+    """The database aborted the transaction to break a deadlock (or a
+    serialisation failure): nothing was kept, and running the unit of work
+    again may well succeed. The Coordinator retries it like a lost race."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ from tenure.clock import Clock, SystemClock
 from tenure.core.errors import InvalidInput, StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
 from tenure.store import migrate as migrations
+from tenure.store.base import TransientFailure as TransientFailure
 from tenure.store.base import Tx
 from tenure.store.postgres_tx import (
     COUNTER_SHARDS,
@@ -67,7 +68,6 @@ from tenure.store.postgres_tx import (
     stored_event,
     translate,
 )
-from tenure.store.postgres_tx import TransientFailure as TransientFailure
 from tenure.store.rows import decode_time
 
 __all__ = [

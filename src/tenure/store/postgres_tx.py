@@ -30,7 +30,7 @@ from psycopg import errors as pg_errors
 from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
 from tenure.core.model import Agent, Board, Comment, Event, Lease, StoredEvent, Task, TaskStatus
 from tenure.store import rows
-from tenure.store.base import ClaimFilter, OutboxRow
+from tenure.store.base import ClaimFilter, OutboxRow, TransientFailure
 from tenure.store.postgres_upkeep import PostgresUpkeep
 
 #: The channel every event-appending transaction notifies, with the new id.
@@ -120,12 +120,6 @@ _SQL_BUMP = (
     "SELECT b, n, %s, v FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(b, n, v) "
     "ON CONFLICT (board_id, name, shard) DO UPDATE SET value = counters.value + excluded.value"
 )
-
-
-class TransientFailure(Conflict):
-    """PostgreSQL aborted the transaction to break a deadlock (or a
-    serialisation failure): nothing was kept, and running the unit of work
-    again may well succeed."""
 
 
 def translate(exc: BaseException) -> TenureError | None:
