@@ -143,6 +143,12 @@ class SimAgent(threading.Thread):
             transport=cluster.transport(first),
         )
         self.enrolment_key = enrolment_key
+        #: Set once registered; `assigned` is set by the test when it has given
+        #: this agent a task through the admin's assign path (waited for only
+        #: by agents made with `wait_for_task`).
+        self.registered = threading.Event()
+        self.assigned = threading.Event()
+        self.wait_for_task = False
 
     # ------------------------------------------------------------ plumbing
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -174,6 +180,9 @@ class SimAgent(threading.Thread):
     def run(self) -> None:
         try:
             self.call(self.client.register, self.agent_id, enrolment_key=self.enrolment_key)
+            self.registered.set()
+            if self.wait_for_task and not self.assigned.wait(30):
+                raise AssertionError("no task was assigned to it")
             if self.kind == "dier":
                 self.die()
             else:

@@ -147,14 +147,34 @@ def run(cluster: Cluster, plan: Plan, load: Callable[[], Snapshot]) -> Outcome:
     stop_agents = threading.Event()
     agents: list[SimAgent] = []
 
-    def launch(kind: str, count: int, wave: int) -> None:
+    def launch(kind: str, count: int, wave: int, *, wait_for_task: bool = False) -> list[SimAgent]:
+        started: list[SimAgent] = []
         for n in range(count):
             agent = SimAgent(
                 f"{kind}-{wave}-{n}", kind, cluster, key, ledger, stop_agents,
                 seed=plan.seed + len(agents),
             )  # fmt: skip
+            agent.wait_for_task = wait_for_task
             agents.append(agent)
+            started.append(agent)
             agent.start()
+        return started
+
+    def assign(wave: list[SimAgent], first: int, count: int) -> None:
+        """Give each agent of `wave` a task of the batch through the admin's
+        assign path, so no finisher can take them all first (a task a finisher
+        took meanwhile is skipped)."""
+        free = iter(range(first, first + count))
+        for agent in wave:
+            assert agent.registered.wait(60), f"{agent.agent_id} never registered"
+            for n in free:
+                answer = admin.post(
+                    f"/boards/{BOARD}/tasks/t{n:03d}/assign", json={"agent_id": agent.agent_id}
+                )
+                if answer.status_code == 200:
+                    agent.assigned.set()
+                    break
+                assert answer.status_code == 409, answer.text
 
     stop_chaos = threading.Event()
     chaos_log: list[tuple[str, datetime]] = []
@@ -184,9 +204,12 @@ def run(cluster: Cluster, plan: Plan, load: Callable[[], Snapshot]) -> Outcome:
                 chaos_log.append(("ready", datetime.now(UTC)))
         calm_since = datetime.now(UTC)
         marks["calm"] = time.monotonic()
-        launch("dier", plan.diers[1], 2)
-        launch("zombie", plan.zombies[1], 2)
+        wave = launch("dier", plan.diers[1], 2, wait_for_task=True)
+        wave += launch("zombie", plan.zombies[1], 2, wait_for_task=True)
+        for agent in wave:
+            assert agent.registered.wait(60), f"{agent.agent_id} never registered"
         add_tasks(plan.tasks[0], plan.tasks[1])
+        assign(wave, plan.tasks[0], plan.tasks[1])
         total = sum(plan.tasks)
 
         def all_done() -> bool:
