@@ -11,6 +11,7 @@ stints of all seeds; each threshold is one point: the false-recovery rate
     .venv/bin/python bench/detection_curve.py                     # docs/detection-curve.png
     .venv/bin/python bench/detection_curve.py --seeds 1,2,3 --tasks 150 --out curve.png
     .venv/bin/python bench/detection_curve.py --json > curve.json   # the points, no plot
+    .venv/bin/python bench/detection_curve.py --points curve.json   # draw them again
 
 Drawing needs matplotlib (`pip install 'tenure[plot]'`); `--json` does not.
 The defaults (4 profiles, 22 thresholds, 3 seeds of 10 agents x 150 tasks)
@@ -62,6 +63,7 @@ def points(
         kind, _, setting = name.partition(":")
         key, _, raw = setting.partition("=")
         scores = score(outcomes)
+        silent = score(o for o in outcomes if o.dead and not o.closed_session)
         rows.append(
             {
                 "policy": kind,
@@ -71,60 +73,70 @@ def points(
                 "profile": profile,
                 "false_recovery_rate": scores.false_recovery_rate,
                 "latency_median_s": scores.latency_median_s,
+                "silent_latency_median_s": silent.latency_median_s,
             }
         )
     return rows
 
 
 def draw(rows: list[dict[str, Any]], profiles: list[str], out: Path, title: str) -> None:
-    """A panel per profile, a line per policy, a labelled point per threshold."""
+    """A column per profile, a line per policy, a labelled point per threshold.
+
+    Top row: the median latency over all deaths (issue 10's figure); bottom
+    row: over the deaths that did not close their session, where the
+    threshold alone decides (a closed session is detected by its window).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = 2
-    lines = (len(profiles) + columns - 1) // columns
-    fig, axes = plt.subplots(lines, columns, figsize=(12, 5 * lines), squeeze=False)
-    for index, profile in enumerate(profiles):
-        ax = axes[index // columns][index % columns]
-        for kind in CURVES:
-            mine = sorted(
-                (r for r in rows if r["policy"] == kind and r["profile"] == profile),
-                key=lambda r: r["value"],
-            )
-            xs = [r["latency_median_s"] or 0.0 for r in mine]
-            ys = [100 * r["false_recovery_rate"] for r in mine]
-            ax.plot(xs, ys, "o-", color=COLOURS[kind], label=f"{kind} ({CURVES[kind][0]})")
-            for r, x, y in zip(mine, xs, ys, strict=True):
-                ax.annotate(
-                    f"{r['value']:g}",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=7,
-                    color=COLOURS[kind],
+    axes_x = (
+        ("latency_median_s", "median latency, all deaths (s)"),
+        ("silent_latency_median_s", "median latency, silent deaths (s)"),
+    )
+    fig, axes = plt.subplots(
+        len(axes_x), len(profiles), figsize=(4.6 * len(profiles), 9), squeeze=False
+    )
+    for row, (key, label) in enumerate(axes_x):
+        for column, profile in enumerate(profiles):
+            ax = axes[row][column]
+            for kind in CURVES:
+                mine = sorted(
+                    (r for r in rows if r["policy"] == kind and r["profile"] == profile),
+                    key=lambda r: r["value"],
                 )
-                if r["default"]:
-                    ax.plot(
-                        [x],
-                        [y],
-                        marker="*",
-                        markersize=16,
+                xs = [r[key] or 0.0 for r in mine]
+                ys = [100 * r["false_recovery_rate"] for r in mine]
+                ax.plot(xs, ys, "o-", color=COLOURS[kind], label=f"{kind} ({CURVES[kind][0]})")
+                for r, x, y in zip(mine, xs, ys, strict=True):
+                    ax.annotate(
+                        f"{r['value']:g}",
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(4, 4),
+                        fontsize=7,
                         color=COLOURS[kind],
-                        markeredgecolor="black",
                     )
-        ax.set_title(f"profile {profile}")
-        ax.set_xlabel("median detection latency (s)")
-        ax.set_ylabel("false recoveries (% of live stints)")
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    for index in range(len(profiles), lines * columns):
-        axes[index // columns][index % columns].axis("off")
+                    if r["default"]:
+                        ax.plot(
+                            [x],
+                            [y],
+                            marker="*",
+                            markersize=15,
+                            color=COLOURS[kind],
+                            markeredgecolor="black",
+                        )
+            ax.set_title(f"profile {profile}")
+            ax.set_xlabel(label)
+            ax.set_ylabel("false recoveries (% of live stints)")
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.grid(True, alpha=0.3)
+            if row == 0 and column == 0:
+                ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="docs/detection-curve.png")
     parser.add_argument("--json", action="store_true", help="print the points, draw nothing")
+    parser.add_argument("--points", help="draw these points (a --json output), replay nothing")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     profiles = [p for p in args.profiles.split(",") if p.strip()]
-    rows = points(profiles, seeds, args.agents, args.tasks, args.jobs)
+    if args.points:
+        rows = json.loads(Path(args.points).read_text())
+    else:
+        rows = points(profiles, seeds, args.agents, args.tasks, args.jobs)
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()

@@ -1,0 +1,128 @@
+"""The `adaptive` detector on handcrafted traces, replayed through the real engine.
+
+Each test is one case of docs/detection.md ("What the adaptive detector
+does, case by case"): a steady agent, a bursty one, a merge conflict, a
+session blip, a silent death and a death that closed its session. Expected
+times come from the policy's own numbers (`rhythm_allowance` over the gaps
+the trace gives the holder), with one monitor interval of tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from tenure.core.model import Lease
+from tenure.core.policy import DetectorPolicy, Policy
+from tenure.core.timing import rhythm_allowance
+from tenure.lab import replay
+from tenure.lab.replay import START
+
+INTERVAL = 10.0
+ADAPTIVE = Policy(detector=DetectorPolicy(kind="adaptive"))
+WINDOW = ADAPTIVE.detector.suspect_window_s
+
+
+def ev(t: float, kind: str, agent: str = "a1", **fields: Any) -> dict[str, Any]:
+    return {"t": t, "type": kind, "agent": agent, **fields}
+
+
+def reports(times: list[float], start: int = 10, step: int = 10) -> list[dict[str, Any]]:
+    return [ev(t, "progress", task="T1", progress=start + i * step) for i, t in enumerate(times)]
+
+
+def allowance(gaps: list[float], progress: int) -> float:
+    """The silence the detector allows a holder with these call gaps at `progress` %."""
+    lease = Lease("lab", "T1", "a1", 1, START, START, 0.0, START, START, START)
+    return rhythm_allowance(replace(lease, signal_gaps=tuple(gaps), progress=progress), ADAPTIVE)
+
+
+def first_recovery(trace: list[dict[str, Any]], policy: Policy = ADAPTIVE) -> float | None:
+    (outcome,) = replay(sorted(trace, key=lambda e: e["t"]), policy).outcomes
+    return outcome.recoveries[0] if outcome.recoveries else None
+
+
+def near(actual: float | None, expected: float) -> None:
+    assert actual is not None and expected <= actual <= expected + INTERVAL, (actual, expected)
+
+
+def test_a_steady_agent_is_never_recovered_even_through_a_quiet_spell() -> None:
+    # Reports every 40 s, then one quiet spell (no call, no write) of most of
+    # its allowance, then on to the end; validators after 100 %.
+    times = [40.0 * i for i in range(1, 9)]
+    spell = 0.9 * allowance([40.0] * 8, 80)
+    trace = [ev(0, "assign", task="T1"), *reports(times)]
+    trace += reports([320 + spell, 360 + spell], 90)
+    trace += [ev(361 + spell, "activity"), ev(361 + spell + 170, "complete", task="T1")]
+    assert first_recovery(trace) is None
+
+
+def test_a_bursty_agent_earns_the_silences_a_quick_one_does_not() -> None:
+    # Both fall silent for 280 s at 50 %. The quick one reports every 20 s:
+    # 280 s is far past its allowance. The bursty one has gone 250 s between
+    # reports before: its rhythm allows the silence.
+    quick = [ev(0, "assign", task="T1"), *reports([20.0 * i for i in range(1, 6)])]
+    quick += [ev(380, "progress", task="T1", progress=60), ev(390, "complete", task="T1")]
+    assert allowance([20.0] * 5, 50) < 280
+    near(first_recovery(quick), 100 + allowance([20.0] * 5, 50))
+    gaps = [30.0, 250.0, 30.0, 250.0, 30.0]
+    times = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+    bursty = [ev(0, "assign", task="T1"), *reports(times)]
+    bursty += [ev(times[-1] + 280, "progress", task="T1", progress=60)]
+    bursty += [ev(times[-1] + 290, "complete", task="T1")]
+    assert allowance(gaps, 50) > 280
+    assert first_recovery(bursty) is None
+
+
+def test_a_merge_conflict_extends_at_most_twice() -> None:
+    trace = [
+        ev(0, "assign", task="T1"),
+        *reports([40, 80, 120]),
+        ev(125, "conflict_start"),
+        ev(130, "death", task="T1"),
+    ]
+    scores = replay(trace, ADAPTIVE)
+    assert scores.log.get("lease.extended") == ADAPTIVE.max_conflict_extensions
+    # First due at the allowance, then twice now + 300 s (+ the grace).
+    due = 120 + allowance([40.0] * 3, 30)
+    grace = ADAPTIVE.detector.adaptive_grace_s
+    due += ADAPTIVE.max_conflict_extensions * (ADAPTIVE.conflict_extension_s + grace)
+    (outcome,) = scores.outcomes
+    assert outcome.recoveries
+    assert due <= outcome.recoveries[0] <= due + 3 * INTERVAL
+
+
+def test_a_session_blip_is_never_recovered_within_its_window() -> None:
+    # The session closes at 130 and nothing at all is seen until the agent
+    # calls again just inside the window.
+    trace = [ev(0, "assign", task="T1"), *reports([40, 80, 120])]
+    trace += [ev(130, "disconnect"), ev(130 + WINDOW - 5, "activity")]
+    trace += reports([130 + WINDOW + 20, 130 + WINDOW + 60], 40)
+    trace += [ev(130 + WINDOW + 70, "complete", task="T1")]
+    assert first_recovery(trace) is None
+    # A blip that outlasts the window but writes files after the close lives on.
+    longer = [ev(0, "assign", task="T1"), *reports([40, 80, 120]), ev(130, "disconnect")]
+    longer += [ev(t, "write") for t in (160, 200, 240)]
+    longer += [ev(130 + WINDOW + 40, "activity"), ev(130 + WINDOW + 50, "complete", task="T1")]
+    assert first_recovery(longer) is None
+
+
+def test_a_silent_death_is_recovered_one_allowance_after_the_last_sign_of_life() -> None:
+    gaps = [40.0] * 5
+    trace = [ev(0, "assign", task="T1"), *reports([40, 80, 120, 160, 200])]
+    near(first_recovery([*trace, ev(210, "death", task="T1")]), 200 + allowance(gaps, 50))
+    # Files written after the last report: the allowance runs from the last
+    # write (stamped when it happened, not when the monitor saw it).
+    writes = [ev(230, "write"), ev(260, "write"), ev(270, "death", task="T1")]
+    near(first_recovery([*trace, *writes]), 260 + allowance(gaps, 50))
+
+
+def test_a_death_that_closes_its_session_is_recovered_when_the_window_ends() -> None:
+    trace = [ev(0, "assign", task="T1"), *reports([40, 80, 120, 160, 200])]
+    # A write before the close does not excuse the silence after it.
+    trace += [ev(205, "write"), ev(210, "disconnect"), ev(210, "death", task="T1")]
+    assert 200 + allowance([40.0] * 5, 50) > 210 + WINDOW
+    near(first_recovery(trace), 210 + WINDOW)
+    # With SPEC's 30 s window instead, a closed session is recovered within 30 s.
+    quick = Policy(detector=DetectorPolicy(kind="adaptive", suspect_window_s=30.0))
+    near(first_recovery(trace, quick), 240)
