@@ -103,11 +103,21 @@ class Monitor:
         return self.stats
 
     async def run(self) -> None:
-        """Pass every `interval` seconds until `stop()`; errors propagate."""
+        """Pass every `interval` seconds until `stop()`; errors propagate.
+
+        Passes start `interval` apart (a pass's own duration is taken off the
+        pause after it), so a lease falls due at most one interval before a
+        pass looks at it, as SPEC's bound (deadline plus one interval) needs,
+        however long passes take under load.
+        """
         while not self._stopping.is_set():
-            await self.run_pass()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            result = await self.run_pass()
+            await self._pause(max(0.0, self.interval - result.duration_s))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` between passes, or until `stop()`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     def stop(self) -> None:
         """Finish the pass in flight, then return from `run`."""
