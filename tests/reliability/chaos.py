@@ -138,8 +138,11 @@ def run(cluster: Cluster, plan: Plan, load: Callable[[], Snapshot]) -> Outcome:
     assert made.status_code == 201, made.text
     key = made.json()["enrolment_key"]
 
-    def add_tasks(first: int, count: int) -> None:
-        tasks = [{"id": f"t{n:03d}", "title": f"task {n}"} for n in range(first, first + count)]
+    def add_tasks(first: int, count: int, skills: tuple[str, ...] = ()) -> None:
+        tasks = [
+            {"id": f"t{n:03d}", "title": f"task {n}", "required_skills": list(skills)}
+            for n in range(first, first + count)
+        ]
         answer = admin.post(f"/boards/{BOARD}/tasks/import", json=tasks)
         assert answer.status_code == 201, answer.text
 
@@ -160,21 +163,21 @@ def run(cluster: Cluster, plan: Plan, load: Callable[[], Snapshot]) -> Outcome:
             agent.start()
         return started
 
-    def assign(wave: list[SimAgent], first: int, count: int) -> None:
-        """Give each agent of `wave` a task of the batch through the admin's
-        assign path, so no finisher can take them all first (a task a finisher
-        took meanwhile is skipped)."""
-        free = iter(range(first, first + count))
-        for agent in wave:
-            assert agent.registered.wait(60), f"{agent.agent_id} never registered"
-            for n in free:
-                answer = admin.post(
-                    f"/boards/{BOARD}/tasks/t{n:03d}/assign", json={"agent_id": agent.agent_id}
-                )
-                if answer.status_code == 200:
-                    agent.assigned.set()
-                    break
-                assert answer.status_code == 409, answer.text
+    def assign(wave: list[SimAgent], first: int) -> None:
+        """Give each agent of `wave` its own task through the admin's assign path.
+        The tasks are made with a skill nobody has, so no finisher takes them
+        first; once assigned, the skill is dropped, so that finishers can take
+        them over after the recovery."""
+        add_tasks(first, len(wave), skills=("reserved",))
+        for n, agent in enumerate(wave):
+            task = f"t{first + n:03d}"
+            answer = admin.post(
+                f"/boards/{BOARD}/tasks/{task}/assign", json={"agent_id": agent.agent_id}
+            )
+            assert answer.status_code == 200, answer.text
+            agent.assigned.set()
+            freed = admin.patch(f"/boards/{BOARD}/tasks/{task}", json={"required_skills": []})
+            assert freed.status_code == 200, freed.text
 
     stop_chaos = threading.Event()
     chaos_log: list[tuple[str, datetime]] = []
@@ -208,8 +211,8 @@ def run(cluster: Cluster, plan: Plan, load: Callable[[], Snapshot]) -> Outcome:
         wave += launch("zombie", plan.zombies[1], 2, wait_for_task=True)
         for agent in wave:
             assert agent.registered.wait(60), f"{agent.agent_id} never registered"
-        add_tasks(plan.tasks[0], plan.tasks[1])
-        assign(wave, plan.tasks[0], plan.tasks[1])
+        assign(wave, plan.tasks[0])
+        add_tasks(plan.tasks[0] + len(wave), plan.tasks[1] - len(wave))
         total = sum(plan.tasks)
 
         def all_done() -> bool:
