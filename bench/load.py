@@ -51,6 +51,7 @@ class Figures:
     p99_ms: float
     max_ms: float
     first_error: str = ""
+    server_log: str = ""
 
 
 def _free_port() -> int:
@@ -191,6 +192,12 @@ def _run(backend: str, database_url: str, args: argparse.Namespace, folder: Path
     finally:
         server.stop()
     figures.backend = backend
+    if figures.errors:
+        # What the server said about them (tracebacks, warnings), for the report.
+        lines = server.log.read_text(errors="replace").splitlines()
+        figures.server_log = "\n".join(line for line in lines if "Error" in line or "WARN" in line)[
+            -4000:
+        ]
     return figures
 
 
@@ -250,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if f.first_error:
                 print(f"  first error: {f.first_error}")
+            if f.server_log:
+                print(f"  the server's log about it:\n{f.server_log}")
     return 1 if any(f.errors for f in results) else 0
 
 
