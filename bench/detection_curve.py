@@ -38,7 +38,7 @@ CURVES: dict[str, tuple[str, tuple[float, ...], float]] = {
     "seed": ("silence_multiplier", (2.0, 3.0, 5.0, 8.0), 5.0),
     "spec": ("silence_multiplier", (2.0, 3.0, 5.0, 8.0, 12.0), 5.0),
     "fixed": ("fixed_ttl_s", (60.0, 120.0, 300.0, 600.0, 900.0), 300.0),
-    "adaptive": ("phi_threshold", (1.0, 1.5, 2.0, 2.5, 3.0, 4.0), 2.5),
+    "adaptive": ("phi_threshold", (1.0, 1.5, 2.0, 2.5, 3.0, 4.0), 3.0),
 }
 COLOURS = {"seed": "tab:red", "spec": "tab:blue", "fixed": "tab:gray", "adaptive": "tab:green"}
 

@@ -146,7 +146,7 @@ class DetectorPolicy:
     min_stamps_for_cadence: int = 2
     fixed_ttl_s: float = 300.0
     # The adaptive detector's numbers (docs/detection.md has the curve).
-    phi_threshold: float = 2.5
+    phi_threshold: float = 3.0
     prior_median_s: float = 60.0
     prior_sigma: float = 0.8
     prior_weight: float = 4.0
