@@ -41,6 +41,8 @@ def short_leases(
             "TENURE_LEASE_DEFAULT_GRACE": "0.5",
             "TENURE_LEASE_WARNING_THRESHOLD": "0.3",
             "TENURE_MONITOR_INTERVAL": str(interval),
+            # The deadline checked below is the `spec` detector's (SPEC, The monitor).
+            "TENURE_DETECTOR_POLICY": "spec",
             "TENURE_RECOVERY_MAX_RECOVERIES": "1000",
             "TENURE_CLAIM_RETRY_AFTER": "0.2",
         }
