@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, same_digest, token_hash
+from tenure.claims import NOTHING_READY, pick
 from tenure.core import lease as rules
 from tenure.core.decisions import Change, ChangeKind, Evidence, Report, Subject
 from tenure.core.errors import (
@@ -35,7 +36,7 @@ from tenure.core.errors import (
 from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
 from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
-from tenure.store.base import ClaimFilter, Store, TransientFailure, Tx
+from tenure.store.base import Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, write
 from tenure.views import lease_view, task_view
 
@@ -305,7 +306,7 @@ class Coordinator:
             held = book.leases()
             if len(held) >= self.options.max_tasks_per_agent:
                 return self._nothing(tx, agent, "agent_holds_a_task", held, book)
-            task, reason = self._pick(tx, agent)
+            task, reason = pick(tx, agent)
             if task is None:
                 return self._nothing(tx, agent, reason, held, book)
             return self._grant(tx, effects, agent, task, book)
@@ -353,57 +354,14 @@ class Coordinator:
             "notice": self._seen(tx, agent, held),
         }
 
-    def _pick(self, tx: Tx, agent: Agent) -> tuple[Task | None, str]:
-        """The first claimable task for `agent`, or None and why there is none.
-
-        The first candidate in claim order usually fits (no skills asked, no
-        dependencies pending), so it is read alone first: a claim then locks
-        and decodes one task row, not a page of them. Only when it does not
-        fit is a page read and walked.
-        """
-        skills = {skill.lower() for skill in agent.skills}
-        first = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=1))
-        if not first:
-            return None, "no_todo_tasks"
-        if self._claimable(tx, first[0], skills) == "":
-            return first[0], ""
-        candidates = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=64))
-        waiting_on_dependencies = False
-        for task in candidates:
-            verdict = self._claimable(tx, task, skills)
-            if verdict == "":
-                return task, ""
-            waiting_on_dependencies = waiting_on_dependencies or verdict == "dependencies"
-        return None, "dependencies_pending" if waiting_on_dependencies else "skills_unmatched"
-
-    @staticmethod
-    def _claimable(tx: Tx, task: Task, skills: set[str]) -> str:
-        """Why `task` may not go to an agent with `skills` ("" when it may)."""
-        if task.dead_lettered:
-            return "dead_lettered"
-        needed = {skill.lower() for skill in task.required_skills}
-        if needed and not needed <= skills:
-            return "skills"
-        if task.dependencies:
-            statuses = tx.task_statuses(task.board_id, task.dependencies)
-            if any(statuses.get(dep) is not TaskStatus.DONE for dep in task.dependencies):
-                return "dependencies"
-        return ""
-
     def _nothing(
         self, tx: Tx, agent: Agent, reason: str, held: list[Lease], book: Held
     ) -> dict[str, Any]:
-        texts = {
-            "no_todo_tasks": "No task is waiting on this board.",
-            "dependencies_pending": "Every waiting task depends on work not yet done.",
-            "skills_unmatched": "The waiting tasks need skills this agent did not register.",
-            "agent_holds_a_task": "This agent already holds a task; finish or release it first.",
-        }
         return {
             "ok": True,
             "task": None,
             "reason": reason,
-            "message": texts[reason],
+            "message": NOTHING_READY[reason],
             "retry_after_s": self.options.claim_retry_after_s,
             "held": [lease_view(lease, tx.now, self.policy) for lease in held],
             "notice": self._seen(tx, agent, book),
