@@ -16,7 +16,8 @@ from tenure.clock import FakeClock
 from tenure.core.errors import Conflict, StoreUnavailable
 from tenure.core.model import Board
 from tenure.store import migrate as migrations
-from tenure.store.sqlite import SqliteStore, _split_script, migrate_file, schema_version_of
+from tenure.store.sqlite import SqliteStore, migrate_file, schema_version_of
+from tenure.store.sqlite_schema import _split_script
 from tenure.store.sqlite_tx import translate_error
 
 LATEST = migrations.latest_version("sqlite")
