@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tenure.cli_lab",
     "tenure.cli_ops",
     "tenure.cli_lifecycle",
+    "tenure.cli_token",
 )
 
 

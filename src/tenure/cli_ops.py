@@ -28,7 +28,7 @@ T = TypeVar("T")
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _on_store(
+def on_store(
     database_url: str | None, work: Callable[[Store], Awaitable[T]], *, migrate: bool
 ) -> T:
     """Run `work` on the store the URL (or the settings) names, then close it."""
@@ -67,7 +67,7 @@ def export(
     """
     from tenure.backup import export_board
 
-    document = _on_store(database_url, lambda store: export_board(store, board_id), migrate=False)
+    document = on_store(database_url, lambda store: export_board(store, board_id), migrate=False)
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     if output is None:
         sys.stdout.write(text)
@@ -95,7 +95,7 @@ def import_(
     except json.JSONDecodeError as exc:
         typer.echo(f"tenure: invalid_input: {file} is not JSON ({exc})", err=True)
         raise typer.Exit(1) from None
-    counts = _on_store(database_url, lambda store: import_board(store, document), migrate=True)
+    counts = on_store(database_url, lambda store: import_board(store, document), migrate=True)
     board_id = document.get("board", {}).get("id") if isinstance(document, dict) else None
     if as_json:
         typer.echo(json.dumps({"board_id": board_id, **counts}))
@@ -166,7 +166,7 @@ def prune(
             return await prune_before(store, cutoff, batch_size=batch)
         return await prune_older_than(store, days, batch_size=batch)
 
-    result = _on_store(database_url, work, migrate=False)
+    result = on_store(database_url, work, migrate=False)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
