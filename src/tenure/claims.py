@@ -10,8 +10,9 @@ from __future__ import annotations
 from tenure.core.model import Agent, Task, TaskStatus
 from tenure.store.base import ClaimFilter, Tx
 
-#: How many candidates a claim walks when the first does not fit.
-CANDIDATE_PAGE = 64
+#: How many candidates a claim reads when the first does not fit; each page
+#: is read only when the one before was full and nothing in it fitted.
+CANDIDATE_PAGES = (64, 1024, 16384)
 
 #: The "nothing ready" reasons an agent may be told, with their text.
 NOTHING_READY = {
@@ -28,23 +29,28 @@ def pick(tx: Tx, agent: Agent) -> tuple[Task | None, str]:
     The first candidate in claim order usually fits (no skills asked, no
     dependencies pending), so it is read alone first: a claim then locks
     and decodes one task row, not a page of them. Only when it does not
-    fit is a page read and walked.
+    fit are pages read and walked, each larger than the last, so a task deep
+    behind many the agent cannot take is still found.
     """
     skills = {skill.lower() for skill in agent.skills}
     first = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=1))
     if not first:
         return None, "no_todo_tasks"
-    if claimable(tx, first[0], skills) == "":
+    verdict = claimable(tx, first[0], skills)
+    if verdict == "":
         return first[0], ""
-    candidates = tx.claim_candidates(
-        ClaimFilter(agent.board_id, agent.skills, limit=CANDIDATE_PAGE)
-    )
-    waiting_on_dependencies = False
-    for task in candidates:
-        verdict = claimable(tx, task, skills)
-        if verdict == "":
-            return task, ""
-        waiting_on_dependencies = waiting_on_dependencies or verdict == "dependencies"
+    waiting_on_dependencies = verdict == "dependencies"
+    judged = 1
+    for page in CANDIDATE_PAGES:
+        candidates = tx.claim_candidates(ClaimFilter(agent.board_id, agent.skills, limit=page))
+        for task in candidates[judged:]:
+            verdict = claimable(tx, task, skills)
+            if verdict == "":
+                return task, ""
+            waiting_on_dependencies = waiting_on_dependencies or verdict == "dependencies"
+        judged = len(candidates)
+        if len(candidates) < page:
+            break
     return None, "dependencies_pending" if waiting_on_dependencies else "skills_unmatched"
 
 

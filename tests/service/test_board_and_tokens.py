@@ -125,3 +125,18 @@ async def test_the_statistics_count_leases_and_recoveries(world: World) -> None:
     await world.advance(241)
     stats = await world.coordinator.admin.statistics(world.admin, "b1")
     assert stats["counters"].get("recoveries.lease_expired") == 1
+
+
+async def test_a_claim_finds_a_task_behind_many_the_agent_cannot_take(world: World) -> None:
+    plain = await world.add_agent("plain")
+    await world.coordinator.admin.import_tasks(
+        world.admin,
+        "b1",
+        [
+            {"id": f"rust-{n:03d}", "title": "needs rust", "required_skills": ["rust"]}
+            for n in range(70)
+        ]
+        + [{"id": "anyone", "title": "anyone can", "priority": "low"}],
+    )
+    answer = await world.claim(plain)
+    assert answer["task"]["id"] == "anyone"
