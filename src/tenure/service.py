@@ -36,6 +36,7 @@ from tenure.core.errors import (
 from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
 from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
+from tenure.inputs import PATH_MAX, text
 from tenure.store.base import Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, write
 from tenure.views import lease_view, task_view
@@ -178,6 +179,16 @@ class Coordinator:
             raise Unauthorized("this agent's token was revoked or the agent deregistered")
         return agent
 
+    def _worktree(self, path: str | None) -> str | None:
+        """An agent-named worktree, resolved and checked against the allowed roots."""
+        if path is None:
+            return None
+        from tenure.evidence import check_worktree  # evidence pulls in subprocess code
+
+        return check_worktree(
+            text(path, "worktree", PATH_MAX, required=True), self.options.allowed_worktree_roots
+        )
+
     def _task(self, tx: Tx, board_id: str, task_id: str, *, lock: bool = True) -> Task:
         check_id(task_id, "task_id")
         task = tx.get_task(board_id, task_id, for_update=lock)
@@ -296,11 +307,21 @@ class Coordinator:
 
         return await self.run(unit)
 
-    async def request_next_task(self, caller: Caller) -> dict[str, Any]:
-        """Give the calling agent one ready task under a new lease (SPEC, Claiming)."""
+    async def request_next_task(
+        self, caller: Caller, *, worktree: str | None = None
+    ) -> dict[str, Any]:
+        """Give the calling agent one ready task under a new lease (SPEC, Claiming).
+
+        `worktree`, when given, becomes the agent's worktree first (checked
+        against the allowed roots), so its evidence counts for this lease.
+        """
+        resolved = self._worktree(worktree)
 
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             agent = self._agent(tx, caller)
+            if resolved is not None and resolved != agent.worktree:
+                agent = replace(agent, worktree=resolved)
+                tx.update_agent(agent)
             book = Held.read(tx, agent)
             self._touch_others(tx, agent, effects, skip=None, held=book)
             held = book.leases()

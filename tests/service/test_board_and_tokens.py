@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.support.world import World
 
@@ -140,3 +142,28 @@ async def test_a_claim_finds_a_task_behind_many_the_agent_cannot_take(world: Wor
     )
     answer = await world.claim(plain)
     assert answer["task"]["id"] == "anyone"
+
+
+async def test_a_worktree_given_at_claim_is_checked_and_kept(tmp_path: Path) -> None:
+    from tests.support.world import make_world
+
+    from tenure.service import Options
+
+    root = tmp_path / "worktrees"
+    (root / "a1").mkdir(parents=True)
+    made = await make_world(
+        "sqlite", tmp_path, options=Options(allowed_worktree_roots=(str(root),))
+    )
+    try:
+        await made.setup_board()
+        a1 = await made.add_agent("a1")
+        await made.add_task("T1")
+        with pytest.raises(InvalidInput):
+            await made.coordinator.request_next_task(a1, worktree=str(tmp_path / "elsewhere"))
+        assert (await made.task("T1"))["status"] == "todo"  # a refused claim took nothing
+        answer = await made.coordinator.request_next_task(a1, worktree=str(root / "a1"))
+        assert answer["task"]["id"] == "T1"
+        agents = await made.coordinator.admin.list_agents(made.admin, "b1")
+        assert agents[0]["worktree"] == str((root / "a1").resolve())
+    finally:
+        await made.store.close()

@@ -39,6 +39,7 @@ from tenure.api.schemas import (
     AssignIn,
     BlockIn,
     BoardIn,
+    ClaimIn,
     HeartbeatIn,
     ProgressIn,
     ReleaseIn,
@@ -141,10 +142,11 @@ async def me(who: Who, c: Coord) -> Json:
 
 
 @router.post("/claim", tags=["agent protocol"])
-async def claim(who: Who, c: Coord) -> Json:
+async def claim(who: Who, c: Coord, body: ClaimIn | None = None) -> Json:
     """`request_next_task`: one ready task of the caller's board under a new lease,
-    or `task: null` with the reason and a suggested retry delay."""
-    return await c.request_next_task(who)
+    or `task: null` with the reason and a suggested retry delay. An optional
+    `worktree` sets the agent's worktree first (checked against the allowed roots)."""
+    return await c.request_next_task(who, worktree=body.worktree if body else None)
 
 
 @router.post("/heartbeat", tags=["agent protocol"])

@@ -124,7 +124,13 @@ TOOLS: tuple[ToolSpec, ...] = (
         "`reason` says why; wait `retry_after_s` seconds and ask again. The lease "
         "stays alive while you keep calling tools; report progress at least every "
         "few minutes. " + LEASE_LOST_ADVICE,
-        {},
+        {
+            "worktree": {
+                "type": "string",
+                "description": "Optional: absolute path of the git worktree you will work "
+                "in, if the server can read it (set once; it stays with you).",
+            },
+        },
     ),
     ToolSpec(
         "report_task_progress",
@@ -353,7 +359,7 @@ async def call_tool(
             )
         return {"ok": True, **made}
     if name == "request_next_task":
-        return await c.request_next_task(caller)
+        return await c.request_next_task(caller, worktree=args.get("worktree"))
     if name == "report_task_progress":
         task_id = _task_id(args)
         return await c.report_progress(caller, task_id, report_from(args))

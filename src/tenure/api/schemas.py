@@ -86,6 +86,12 @@ class AgentIn(_Body):
     board_id: Id | None = None
 
 
+class ClaimIn(_Body):
+    """A claim; `worktree` optionally sets the agent's worktree first."""
+
+    worktree: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+
+
 class AssignIn(_Body):
     """Give a named task to a named agent (admin)."""
 
