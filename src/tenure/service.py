@@ -38,7 +38,7 @@ from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
 from tenure.inputs import PATH_MAX, text
 from tenure.store.base import Store, TransientFailure, Tx
-from tenure.units import Effects, Held, RaceLost, write
+from tenure.units import Effects, Held, RaceLost, merge, write
 from tenure.views import lease_view, task_view
 
 log = logging.getLogger("tenure.service")
@@ -424,7 +424,7 @@ class Coordinator:
                 and lease.live
                 and lease.conflict_extensions < self.policy.max_conflict_extensions
             ):
-                return _merge(change, rules.extend_for_conflict(lease, tx.now, self.policy))
+                return merge(change, rules.extend_for_conflict(lease, tx.now, self.policy))
             return change
 
         return await self.run(self._act(caller, task_id, decide))
@@ -582,21 +582,6 @@ class Coordinator:
 
 def _with_effects(unit: Callable[[Tx, Effects], T], effects: Effects, tx: Tx) -> T:
     return unit(tx, effects)
-
-
-def _merge(first: Change, second: Change) -> Change:
-    """Two successive changes of one lease as one (the second was made from the first)."""
-    return replace(
-        second,
-        task=second.task or first.task,
-        expected_version=first.expected_version,
-        events=first.events + second.events,
-        counters=first.counters + second.counters,
-        comments=first.comments + second.comments,
-        hooks=first.hooks + second.hooks,
-        telemetry=second.telemetry or first.telemetry,
-        error=first.error or second.error,
-    )
 
 
 __all__ = ["Coordinator", "NullSink", "Options", "Sink", "TenureError"]

@@ -10,7 +10,7 @@ again; nothing of a lost race is ever kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tenure.core.decisions import Change
@@ -120,3 +120,18 @@ class Held:
         elif (mine := self._by_task.get(lease.task_id)) is not None and mine.epoch <= lease.epoch:
             # the agent's lease on that task ended, or the task moved on to another
             del self._by_task[lease.task_id]
+
+
+def merge(first: Change, second: Change) -> Change:
+    """Two successive changes of one lease as one (the second was made from the first)."""
+    return replace(
+        second,
+        task=second.task or first.task,
+        expected_version=first.expected_version,
+        events=first.events + second.events,
+        counters=first.counters + second.counters,
+        comments=first.comments + second.comments,
+        hooks=first.hooks + second.hooks,
+        telemetry=second.telemetry or first.telemetry,
+        error=first.error or second.error,
+    )
