@@ -36,6 +36,7 @@ from tenure.core.errors import (
 from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
 from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
+from tenure.evidence import check_worktree
 from tenure.inputs import PATH_MAX, text
 from tenure.store.base import Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, merge, write
@@ -183,8 +184,6 @@ class Coordinator:
         """An agent-named worktree, resolved and checked against the allowed roots."""
         if path is None:
             return None
-        from tenure.evidence import check_worktree  # evidence pulls in subprocess code
-
         return check_worktree(
             text(path, "worktree", PATH_MAX, required=True), self.options.allowed_worktree_roots
         )
