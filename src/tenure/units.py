@@ -70,7 +70,7 @@ def write(tx: Tx, change: Change, effects: Effects | None = None) -> None:
             raise RaceLost(f"lease {change.lease.task_id}@{change.lease.epoch} moved on")
     board_id = board_of(change)
     for event in change.events:
-        tx.append_event(event)
+        tx.queue_event(event)
     if board_id is not None:
         for counter in change.counters:
             tx.bump(board_id, str(counter))

@@ -187,3 +187,28 @@ async def test_an_idempotency_key_is_enqueued_once(store: Any) -> None:
     assert again == first
     (row,) = await store.run(lambda tx: tx.due_hooks(tx.now, 10))
     assert (row.id, row.payload) == (first, {"n": 1})
+
+
+async def test_queued_events_commit_with_the_unit_of_work_and_vanish_with_it(store: Any) -> None:
+    await store.run(seed(board()))
+    queued = Event(EventType.LEASE_RENEWED, BOARD, at(1), "t1", "a1", 1, {"progress": 10})
+    also = Event(EventType.LEASE_EXTENDED, BOARD, at(2), "t1", "a1", 1, {"reason": "x"})
+
+    def queue_then_fail(tx: Any) -> None:
+        tx.queue_event(queued)
+        raise RuntimeError("the unit of work fails after queueing")
+
+    with pytest.raises(RuntimeError):
+        await store.run(queue_then_fail)
+    assert await store.events_after(0) == []
+
+    def queue_two(tx: Any) -> None:
+        tx.queue_event(queued)
+        tx.queue_event(also)
+
+    await store.run(queue_two)
+    log = await store.events_after(0)
+    assert [(e.type, e.data) for e in log] == [
+        ("lease.renewed", {"progress": 10}),
+        ("lease.extended", {"reason": "x"}),
+    ]

@@ -156,6 +156,12 @@ class Tx(Protocol):
     def append_event(self, event: Event) -> int:
         """Append to the log; returns the event's id."""
 
+    def queue_event(self, event: Event) -> None:
+        """Append `event` at the end of the transaction, when its id is not needed.
+
+        PostgreSQL takes the event log's ordering lock only then, so writers
+        queue behind each other for the commit alone; SQLite appends at once."""
+
     def add_comment(self, comment: Comment) -> int: ...
 
     def comments(self, board_id: str, task_id: str) -> list[Comment]: ...

@@ -177,6 +177,7 @@ class PostgresTx(PostgresUpkeep):
         self._shard = shard
         self._locked_events = False
         self._pending_counts: dict[tuple[str, str], int] = {}
+        self._pending_events: list[Event] = []
         #: The first statement failure (the PostgreSQL transaction is aborted).
         self.failure: TenureError | None = None
         #: The highest event id appended (0: none).
@@ -215,13 +216,18 @@ class PostgresTx(PostgresUpkeep):
         return result
 
     def flush(self) -> None:
-        """Write the counter bumps kept back until the end of the unit of work.
-
-        Deferred so every bump of a transaction is one statement, and taken
-        in one sorted order, so two transactions never deadlock on them.
+        """Write what was kept back until the end of the unit of work: the
+        counter bumps (one statement, taken in one sorted order, so two
+        transactions never deadlock on them), then the queued events (last,
+        so the events lock is held only until the commit that follows).
         """
-        if not self._pending_counts:
-            return
+        if self._pending_counts:
+            self._flush_counts()
+        pending, self._pending_events = self._pending_events, []
+        for event in pending:
+            self.append_event(event)
+
+    def _flush_counts(self) -> None:
         keys = sorted(self._pending_counts)
         values = [self._pending_counts[key] for key in keys]
         self._pending_counts = {}
@@ -431,6 +437,12 @@ class PostgresTx(PostgresUpkeep):
         return self._leases("board_id = %s AND task_id = %s", (board_id, task_id), "ORDER BY epoch")
 
     # events, comments, counters, outbox --------------------------------------
+
+    def queue_event(self, event: Event) -> None:
+        """Keep `event` back until `flush`, just before COMMIT: the events lock
+        (see `append_event`) is then held for the commit alone, not for the
+        rest of the unit of work."""
+        self._pending_events.append(event)
 
     def append_event(self, event: Event) -> int:
         """Append to the log (and NOTIFY followers at commit); returns the id.

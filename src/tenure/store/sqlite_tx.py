@@ -383,6 +383,10 @@ class SqliteTx(SqliteUpkeep):
 
     # events, comments, counters, outbox ---------------------------------------------
 
+    def queue_event(self, event: Event) -> None:
+        # One writer holds the whole file: appending now costs nothing extra.
+        self.append_event(event)
+
     def append_event(self, event: Event) -> int:
         cursor = self._exec(
             "INSERT INTO events (type, board_id, task_id, agent_id, epoch, at, data) "
