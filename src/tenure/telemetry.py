@@ -47,8 +47,11 @@ log = logging.getLogger("tenure.telemetry")
 # ---------------------------------------------------------------------- logging
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
+# uvicorn adds `color_message` (the message with ANSI colours) to its records;
+# it repeats the message, so it is not shown as an extra.
 _RECORD_FIELDS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
 
 
