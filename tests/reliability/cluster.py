@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from tests.support.server import ADMIN_TOKEN, free_port, tenure_command, wait_until
+from tests.support.server import free_port, launch, read_log, tenure_command, wait_ready
 
 #: Seconds a (re)start may take before the test fails.
 START_TIMEOUT_S = 60.0
@@ -69,30 +69,13 @@ class Replica:
             "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--database-url", self.database_url,
         )  # fmt: skip
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder
-            )
-        wait_until(self._ready, START_TIMEOUT_S, 0.05, f"{self.name} to start ({self.log_path})")
-        if not self.admin_token:
-            found = ADMIN_TOKEN.search(self.logs())
-            if found:
-                self.admin_token = found.group(0)
+        self.process = launch(args, self.env, self.folder, self.log_path)
+        token = wait_ready(self.process, self.url, self.log_path, self.name, START_TIMEOUT_S)
+        self.admin_token = self.admin_token or token
         return time.monotonic()
 
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"{self.name} exited with {self.process.returncode}:\n{self.logs()}"
-            )
-        try:
-            return httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown of any kind, as a crashed machine."""

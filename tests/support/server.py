@@ -68,6 +68,42 @@ def tenure_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from tenure.cli import main; main()", *args]
 
 
+def launch(
+    args: list[str], env: Mapping[str, str], folder: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start `args` in `folder`, its output (stdout and stderr) to `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            args, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=folder
+        )
+
+
+def read_log(log_path: Path) -> str:
+    """What a server process wrote so far ("" before it wrote anything)."""
+    return log_path.read_text(errors="replace") if log_path.exists() else ""
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, log_path: Path, name: str, timeout: float
+) -> str:
+    """Wait until the server at `url` answers /readyz; fail at once if it exits.
+
+    Returns the admin token its log printed, or "" (only a first start prints one).
+    """
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited with {process.returncode}:\n{read_log(log_path)}")
+        try:
+            return httpx.get(url + "/readyz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout, 0.05, f"{name} to start ({log_path})")
+    found = ADMIN_TOKEN.search(read_log(log_path))
+    return found.group(0) if found else ""
+
+
 @dataclass
 class LiveServer:
     """One running `tenure serve` process."""
@@ -103,31 +139,16 @@ class LiveServer:
             "--database-url", f"sqlite:///{self.database}",
             *self.extra_args,
         )  # fmt: skip
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder
-            )
-        wait_until(self._ready, START_TIMEOUT_S, 0.05, f"the server to start ({self.log_path})")
+        self.process = launch(args, self.env, self.folder, self.log_path)
+        token = wait_ready(self.process, self.url, self.log_path, "the server", START_TIMEOUT_S)
         if not self.admin_token:
-            found = ADMIN_TOKEN.search(self.logs())
-            assert found, f"the first start printed no admin token:\n{self.logs()}"
-            self.admin_token = found.group(0)
+            assert token, f"the first start printed no admin token:\n{self.logs()}"
+            self.admin_token = token
         return self
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"the server exited with {self.process.returncode}:\n{self.logs()}"
-            )
-        try:
-            return httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def logs(self) -> str:
         """Everything the current process wrote."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Stop the process (gracefully by default); its exit status."""
