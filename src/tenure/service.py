@@ -561,20 +561,31 @@ class Coordinator:
 
         await self.run(unit)
 
-    async def session_closed(self, caller: Caller) -> None:
-        """An agent's session closed by its client (never by a server shutting
-        down). When it was its last open session, its leases turn suspect."""
+    async def session_closed(
+        self, caller: Caller, *, dropped: bool = False, after_drop: bool = False
+    ) -> None:
+        """An agent's session ended (never by a server shutting down). When it
+        was its last open session, its leases turn suspect.
+
+        `dropped`: its connection dropped with no DELETE (the client may come
+        back) rather than being closed by the client (a DELETE, a stdio proxy
+        whose agent exited). `after_drop`: an explicit close of a session
+        already counted closed when its connection dropped; it only makes the
+        suspicion explicit (`tenure.core.lease.session_closed`).
+        """
         if not caller.is_agent:
             return
 
         def unit(tx: Tx, effects: Effects) -> None:
             agent = self._agent(tx, caller)
-            remaining = max(0, agent.open_sessions - 1)
-            tx.update_agent(replace(agent, open_sessions=remaining))
-            if remaining:
+            if not after_drop:
+                agent = replace(agent, open_sessions=max(0, agent.open_sessions - 1))
+                tx.update_agent(agent)
+            if agent.open_sessions:
                 return
             for held in tx.live_leases_of_agent(agent.board_id, agent.id):
-                write(tx, rules.session_closed(held, tx.now, self.policy), effects)
+                change = rules.session_closed(held, tx.now, self.policy, dropped=dropped)
+                write(tx, change, effects)
 
         await self.run(unit)
 

@@ -150,6 +150,7 @@ def full_lease(task_id: str = "t1", board_id: str = BOARD) -> Lease:
         end_reason=EndReason.AGENT_DISCONNECTED,
         last_call_at=at(78.25),
         signal_gaps=(12.5, 40.125, 0.001),
+        suspect_dropped=True,
     )
 
 

@@ -223,10 +223,10 @@ class Bench:
         )
         return self.apply(change)
 
-    def close_session(self, task_id: str = "t1") -> Change:
+    def close_session(self, task_id: str = "t1", *, dropped: bool = False) -> Change:
         lease = self.live(task_id)
         assert lease is not None
-        return self.apply(session_closed(lease, self.now, self.policy))
+        return self.apply(session_closed(lease, self.now, self.policy, dropped=dropped))
 
     def decide(self, task_id: str = "t1", evidence: Evidence | None = None) -> Decision:
         lease = self.live(task_id)

@@ -29,6 +29,7 @@ from tenure.core import (
     median_interval,
     needs_evidence,
     session_closed,
+    touch,
 )
 from tenure.core.errors import Conflict
 
@@ -406,6 +407,71 @@ def test_session_close_is_ignored_when_ended_already_suspect_or_under_seed() -> 
     bench.set(20)
     bench.report(status="completed")
     assert session_closed(bench.lease(), at(30), bench.policy) is UNCHANGED
+
+
+def test_a_dropped_connection_is_recorded_and_judged_as_spec_s_30_s() -> None:
+    bench = Bench()
+    bench.add()
+    bench.claim()
+    bench.set(10)
+    change = bench.close_session(dropped=True)
+    lease = bench.live()
+    assert lease is not None and change.kind == "suspected"
+    assert lease.suspect_since == at(10) and lease.suspect_dropped
+    assert lease.recover_after == at(40)
+    assert change.events[0].data["how"] == "dropped"
+
+
+def test_an_explicit_close_after_a_drop_makes_the_suspicion_explicit_from_the_drop() -> None:
+    bench = Bench()
+    bench.add()
+    bench.claim()
+    bench.set(10)
+    bench.close_session(dropped=True)
+    bench.set(25)
+    dropped_again = session_closed(bench.lease(), at(25), bench.policy, dropped=True)
+    assert dropped_again is UNCHANGED
+    change = bench.close_session()
+    lease = bench.live()
+    assert lease is not None and change.kind == "suspected"
+    assert change.events[0].data["how"] == "closed"
+    assert lease.suspect_since == at(10) and not lease.suspect_dropped
+    assert lease.recover_after == at(40)
+    # Explicit already: neither another close nor a drop changes anything.
+    assert session_closed(lease, at(30), bench.policy) is UNCHANGED
+    assert session_closed(lease, at(30), bench.policy, dropped=True) is UNCHANGED
+
+
+@pytest.mark.parametrize("sign", ["report", "touch", "conflict"])
+def test_any_sign_of_life_clears_a_drop_too(sign: str) -> None:
+    bench = Bench()
+    bench.add()
+    bench.claim()
+    bench.set(10)
+    bench.close_session(dropped=True)
+    bench.set(40)
+    if sign == "report":
+        bench.report(progress=5)
+    elif sign == "touch":
+        bench.touch_all("a1")
+    else:
+        bench.sweep(evidence=Evidence(conflict=True))
+    lease = bench.live()
+    assert lease is not None and lease.suspect_since is None and not lease.suspect_dropped
+
+
+def test_a_worktree_change_before_the_drop_keeps_the_drop_recorded() -> None:
+    bench = Bench()
+    bench.add()
+    bench.claim()
+    bench.set(10)
+    bench.close_session(dropped=True)
+    bench.set(40)
+    early = Evidence(changed=True, changed_at=at(5), observed_at=at(40))
+    assert bench.decide(evidence=early) == Recover(EndReason.AGENT_DISCONNECTED)
+    signalled = bench.apply(touch(bench.lease(), at(40), bench.policy, at=at(5)))
+    assert signalled.lease is not None and signalled.lease.suspect_dropped
+    assert signalled.lease.suspect_since == at(10)
 
 
 def test_a_conflict_extension_lifts_the_suspect_deadline() -> None:

@@ -49,7 +49,7 @@ class LeaseMachine(RuleBasedStateMachine):
         self.handoff_progress: dict[str, int] = dict.fromkeys(TASKS, 0)
         self.last_epoch: dict[str, int] = dict.fromkeys(TASKS, 0)
 
-    @initialize(kind=st.sampled_from(["spec", "spec", "seed", "fixed"]))
+    @initialize(kind=st.sampled_from(["spec", "spec", "seed", "fixed", "adaptive"]))
     def choose_detector(self, kind: str) -> None:
         self.bench.policy = Policy(detector=DetectorPolicy(kind=kind))  # type: ignore[arg-type]
 
@@ -118,10 +118,10 @@ class LeaseMachine(RuleBasedStateMachine):
     def advance(self, seconds: int) -> None:
         self.bench.advance(seconds)
 
-    @rule(task_id=tasks)
-    def close_session(self, task_id: str) -> None:
+    @rule(task_id=tasks, dropped=st.booleans())
+    def close_session(self, task_id: str, dropped: bool) -> None:
         if self.bench.live(task_id) is not None:
-            self.bench.close_session(task_id)
+            self.bench.close_session(task_id, dropped=dropped)
 
     @rule(task_id=tasks, conflict=st.booleans(), changed=st.booleans(), probe=st.booleans())
     def monitor(self, task_id: str, conflict: bool, changed: bool, probe: bool) -> None:
@@ -222,8 +222,13 @@ class LeaseMachine(RuleBasedStateMachine):
             lease = self.bench.live(task_id)
             if lease is not None:
                 assert lease.recover_after == compute_recover_after(
-                    lease.expires_at, lease.grace_s, lease.suspect_since, policy
+                    lease.expires_at,
+                    lease.grace_s,
+                    lease.suspect_since,
+                    policy,
+                    dropped=lease.suspect_dropped,
                 )
+                assert lease.suspect_since is not None or not lease.suspect_dropped
                 assert lease.recover_after >= lease.expires_at or lease.suspect_since
                 assert lease.recover_after <= lease.expires_at + timedelta(seconds=lease.grace_s)
 

@@ -154,6 +154,27 @@ def test_a_closed_session_is_not_forgiven_for_writes_made_before_it_closed() -> 
     assert scores.latency_max_s <= POLICY.suspect_after_close_s + INTERVAL
 
 
+def test_the_engine_hears_how_a_session_ended_and_a_close_after_a_drop() -> None:
+    def suspicions(*hows: str) -> tuple[Any, Any]:
+        trace = [ev(0, "assign", task="T1"), *reports([30])]
+        trace += [ev(40 + i, "disconnect", how=how) for i, how in enumerate(hows)]
+        trace += [ev(45, "death", task="T1")]
+        scores = replay(trace, "spec")
+        return scores.log.get("lease.suspect"), scores.outcomes[0]
+
+    count, outcome = suspicions("dropped")
+    assert count == 1 and outcome.dropped_session and not outcome.closed_session
+    count, outcome = suspicions("dropped", "closed")
+    assert count == 2 and outcome.closed_session and not outcome.dropped_session
+    count, outcome = suspicions("closed", "dropped", "closed")
+    assert count == 1 and outcome.closed_session
+    # Under spec both kinds are given SPEC's 30 s.
+    for hows in (("dropped",), ("closed",)):
+        trace = [ev(0, "assign", task="T1"), *reports([30, 60, 90])]
+        trace += [ev(200, "disconnect", how=hows[0]), ev(200, "death", task="T1")]
+        within_a_pass(only_recovery(replay(trace, "spec")), 200 + POLICY.suspect_after_close_s)
+
+
 def blip(back_at: float) -> list[dict[str, Any]]:
     return [
         ev(0, "assign", task="T1"),

@@ -101,6 +101,51 @@ def test_stints_end_at_complete_death_or_the_end_and_know_blips_and_closed_sessi
     assert [s.ending for s in open_ended] == ["end"] * 3 and open_ended[0].end == 0
 
 
+def test_a_disconnect_says_how_it_ended_closed_by_default() -> None:
+    events = parse_trace(
+        lines(
+            {"t": 0, "type": "disconnect", "agent": "a1"},
+            {"t": 1, "type": "disconnect", "agent": "a1", "how": "dropped"},
+            {"t": 2, "type": "disconnect", "agent": "a1", "how": "closed"},
+            {"t": 3, "type": "activity", "agent": "a1", "how": "whatever"},
+        )
+    )
+    assert [(e.how, e.dropped) for e in events[:3]] == [
+        ("closed", False),
+        ("dropped", True),
+        ("closed", False),
+    ]
+    assert not events[3].dropped and "how" not in events[3].to_dict()
+    assert [e.to_dict().get("how") for e in events[:3]] == ["closed", "dropped", "closed"]
+    again = parse_trace(dump_trace(events).splitlines())
+    assert [e.how for e in again] == [e.how for e in events]
+
+
+@pytest.mark.parametrize("how", ["hung up", 1, None, ["dropped"]])
+def test_a_disconnect_with_an_unknown_how_is_refused(how: object) -> None:
+    bad = lines({"t": 0, "type": "disconnect", "agent": "a1", "how": how})
+    with pytest.raises(InvalidInput) as caught:
+        parse_trace(bad)
+    assert caught.value.details == {"line": 1, "field": "how"}
+    assert "how must be one of closed, dropped" in caught.value.message
+
+
+def test_stints_tell_explicit_closes_from_drops_and_a_close_after_a_drop_is_explicit() -> None:
+    def death_after(*hows: str) -> tuple[bool, bool]:
+        trace = [{"t": 0, "type": "assign", "agent": "a1", "task": "T1"}]
+        trace += [{"t": 5, "type": "disconnect", "agent": "a1", "how": how} for how in hows]
+        trace += [{"t": 9, "type": "death", "agent": "a1"}]
+        (stint,) = stints(parse_trace(lines(*trace)))
+        return stint.closed_session, stint.dropped_session
+
+    assert death_after() == (False, False)
+    assert death_after("closed") == (True, False)
+    assert death_after("dropped") == (False, True)
+    assert death_after("dropped", "closed") == (True, False)
+    assert death_after("closed", "dropped") == (True, False)
+    assert death_after("dropped", "dropped") == (False, True)
+
+
 def test_policies_by_name_with_overrides_and_registered_ones() -> None:
     assert {"spec", "seed", "fixed"} <= set(policy_names())
     assert lab_policy("seed").detector.kind == "seed"

@@ -21,8 +21,11 @@ class Recorder:
     async def session_opened(self, caller: Caller) -> None:
         self.calls.append(("opened", caller.agent_id))
 
-    async def session_closed(self, caller: Caller) -> None:
-        self.calls.append(("closed", caller.agent_id))
+    async def session_closed(
+        self, caller: Caller, *, dropped: bool = False, after_drop: bool = False
+    ) -> None:
+        kind = "closed after a drop" if after_drop else "dropped" if dropped else "closed"
+        self.calls.append((kind, caller.agent_id))
 
 
 def _book() -> tuple[SessionBook, Recorder]:
@@ -38,7 +41,24 @@ async def test_an_agents_session_opens_and_closes_once() -> None:
     await book.resumed("s1")
     await book.closed("s1")
     await book.closed("s1")
-    assert recorder.calls == [("opened", "a"), ("closed", "a"), ("opened", "a"), ("closed", "a")]
+    assert recorder.calls == [("opened", "a"), ("dropped", "a"), ("opened", "a"), ("closed", "a")]
+
+
+async def test_a_delete_after_a_drop_makes_the_close_explicit_once() -> None:
+    book, recorder = _book()
+    await book.opened("s1", "digest", AGENT)
+    await book.dropped("s1")
+    await book.closed("s1")
+    await book.closed("s1")
+    assert recorder.calls == [("opened", "a"), ("dropped", "a"), ("closed after a drop", "a")]
+
+
+async def test_a_session_the_sdk_forgot_is_a_dropped_close() -> None:
+    book, recorder = _book()
+    await book.opened("s1", "digest", AGENT)
+    await book.closed("s1", dropped=True)
+    await book.closed("s1")
+    assert recorder.calls == [("opened", "a"), ("dropped", "a")]
 
 
 async def test_an_enrolment_session_counts_only_once_bound() -> None:
@@ -71,4 +91,5 @@ async def test_abandoned_sessions_are_forgotten_when_a_new_one_opens() -> None:
     book.sessions["streaming"].streams = 1  # a standing stream: the client is there
     await book.opened("new", "digest", AGENT)
     assert set(book.sessions) == {"streaming", "new"}
-    assert recorder.calls.count(("closed", "a")) == 1
+    assert recorder.calls.count(("dropped", "a")) == 1
+    assert ("closed", "a") not in recorder.calls

@@ -36,6 +36,12 @@ def _expiry(lease: dict[str, Any] | None) -> datetime:
     return datetime.fromisoformat(lease["expires_at"])
 
 
+async def _suspicions(admin: Admin, board: str) -> list[str]:
+    """How each `lease.suspect` of the board came about: `closed` or `dropped`."""
+    events = await admin.coordinator.admin.events(ADMIN, board_id=board)
+    return [e["data"]["how"] for e in events if e["type"] == "lease.suspect"]
+
+
 async def _open_sessions(admin: Admin, board: str, agent_id: str) -> int:
     agents = await admin.coordinator.admin.list_agents(ADMIN, board)
     return int(next(a["open_sessions"] for a in agents if a["id"] == agent_id))
@@ -150,6 +156,8 @@ async def test_a_killed_stdio_proxy_loses_its_lease_within_the_suspect_window(
         assert elapsed >= SUSPECT_AFTER_CLOSE - 0.5  # not before the window ended
         assert task["handoff"]["recovery_reason"] == "agent_disconnected"
         assert task["handoff"]["recovered_from_agent"] == "doomed"
+        # No goodbye came: the server saw the connection drop.
+        assert await _suspicions(admin, board) == ["dropped"]
 
 
 async def test_a_stdio_proxy_whose_input_ends_closes_its_session(steady: LiveServer) -> None:
@@ -163,6 +171,7 @@ async def test_a_stdio_proxy_whose_input_ends_closes_its_session(steady: LiveSer
         assert await _open_sessions(admin, board, "a") == 0
         lease = await admin.lease(board, "t1")
         assert lease is not None and lease["suspect_since"] is not None
+        assert await _suspicions(admin, board) == ["closed"]
 
 
 async def test_a_server_restart_marks_nothing_suspect_and_the_proxy_reconnects(

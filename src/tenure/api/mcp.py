@@ -15,11 +15,15 @@ passes through `McpEndpoint`, which does what the SDK cannot know about:
 - **Sessions.** A session opened by an agent calls
   `Coordinator.session_opened`; the client's `DELETE` of its session calls
   `session_closed` (when it was the agent's last open session, the
-  Coordinator marks its leases suspect). A client whose connection drops
-  without a DELETE (its process was killed) is noticed when its standing
-  `GET` stream ends: that counts as a close too, and a request on the same
-  session afterwards (a client that reconnects) counts as a reopen. A server
-  shutting down never calls `session_closed`.
+  Coordinator marks its leases suspect): an explicit close. A client whose
+  connection drops without a DELETE (a network fault, or its process tree
+  was killed) is noticed when its standing `GET` stream ends: that counts as
+  a close too, but a **dropped** one (`dropped=True`: the client may come
+  back, and the `adaptive` detector waits longer for it), and a request on
+  the same session afterwards (a client that reconnects) counts as a reopen.
+  Sessions the SDK forgot (idle) are dropped closes as well; a `DELETE` after
+  a drop makes the suspicion explicit. A server shutting down never calls
+  `session_closed`.
 - **One protocol era.** The SDK also serves the sessionless 2026 protocol. A
   client that probes for it with `server/discover` is told the method does
   not exist, so clients that can (the SDK's own, in `auto` mode) fall back to
@@ -98,6 +102,7 @@ class _Session:
     caller: Caller | None = None  # the agent it acts as, once known
     agent_token: str | None = None  # digest of that agent's token, when bound
     open: bool = False  # counted open in the Coordinator
+    dropped: bool = False  # counted closed because its connection dropped
     closing: bool = False  # a DELETE is in flight
     streams: int = 0  # standing GET streams in flight
     seen_at: float = field(default_factory=time.monotonic)  # its last request
@@ -164,17 +169,19 @@ class SessionBook:
             await self._open(entry)
 
     async def dropped(self, session_id: str) -> None:
-        """The session's standing stream ended without a DELETE: the client is gone."""
+        """The session's standing stream ended without a DELETE: the client is gone,
+        perhaps for a moment (a dropped close)."""
         entry = self.get(session_id)
         if entry is None or self._stopping() or entry.closing or entry.streams:
             return
-        await self._close(entry)
+        await self._close(entry, dropped=True)
 
-    async def closed(self, session_id: str) -> None:
-        """The client deleted its session (or the SDK no longer knows it)."""
+    async def closed(self, session_id: str, *, dropped: bool = False) -> None:
+        """The client deleted its session (an explicit close), or, with
+        `dropped`, the SDK no longer knows it (the client left without a DELETE)."""
         entry = self.sessions.pop(session_id, None)
         if entry is not None and not self._stopping():
-            await self._close(entry)
+            await self._close(entry, dropped=dropped)
 
     def _stopping(self) -> bool:
         return self.shutting_down or self.server_stopping()
@@ -189,23 +196,30 @@ class SessionBook:
         horizon = time.monotonic() - ABANDONED_AFTER_S
         for session_id, entry in list(self.sessions.items()):
             if entry.streams == 0 and entry.seen_at < horizon:
-                await self.closed(session_id)
+                await self.closed(session_id, dropped=True)
 
     async def _open(self, entry: _Session) -> None:
         if entry.open or entry.caller is None:
             return
-        entry.open = True
+        entry.open, entry.dropped = True, False
         try:
             await self.coordinator.session_opened(entry.caller)
         except TenureError as err:
             log.warning("session_opened for %s failed: %s", entry.caller.agent_id, err.message)
 
-    async def _close(self, entry: _Session) -> None:
-        if not entry.open or entry.caller is None:
+    async def _close(self, entry: _Session, *, dropped: bool) -> None:
+        if entry.caller is None:
             return
-        entry.open = False
+        # An explicit close of a session counted closed by a drop speaks once more:
+        # the client did leave, so its suspicion becomes explicit.
+        after_drop = not entry.open and entry.dropped and not dropped
+        if not entry.open and not after_drop:
+            return
+        entry.open, entry.dropped = False, dropped
         try:
-            await self.coordinator.session_closed(entry.caller)
+            await self.coordinator.session_closed(
+                entry.caller, dropped=dropped, after_drop=after_drop
+            )
         except TenureError as err:
             log.warning("session_closed for %s failed: %s", entry.caller.agent_id, err.message)
 
@@ -309,7 +323,7 @@ class McpEndpoint:
             status, _ = await self._forward(scope, receive, send)
             if status == 404 and entry is not None:
                 # The SDK forgot the session (its idle timeout): settle the count.
-                await self.book.closed(session_id)
+                await self.book.closed(session_id, dropped=True)
 
     async def _delete(
         self,

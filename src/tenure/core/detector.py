@@ -91,7 +91,11 @@ def decide(
     detector = policy.detector
     adaptive = detector.kind == "adaptive"
     closed = lease.suspect_since
-    if closed is not None and adaptive and now < closed + suspect_window(policy):
+    if (
+        closed is not None
+        and adaptive
+        and now < closed + suspect_window(policy, dropped=lease.suspect_dropped)
+    ):
         closed = None  # due by its rhythm before its window is over
     allowance = timedelta(seconds=rhythm_allowance(lease, policy)) if adaptive else None
     if evidence is not None and detector.kind != "fixed":

@@ -94,7 +94,11 @@ def with_deadline(lease: Lease, policy: Policy) -> Lease:
     return replace(
         lease,
         recover_after=compute_recover_after(
-            lease.expires_at, lease.grace_s, lease.suspect_since, policy
+            lease.expires_at,
+            lease.grace_s,
+            lease.suspect_since,
+            policy,
+            dropped=lease.suspect_dropped,
         ),
     )
 

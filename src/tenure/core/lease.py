@@ -43,8 +43,9 @@ API CONTRACT (the service is written against these signatures):
         with blocked_reason "cancelled" (the service decides deletion).
     requeue(task, now, policy) -> Change
         a dead-lettered or blocked task back to `todo`, budget reset.
-    session_closed(lease, now, policy) -> Change
-        mark suspect: recover_after = min(expiry + grace, now + 30 s).
+    session_closed(lease, now, policy, *, dropped=False) -> Change
+        mark suspect: recover_after = min(expiry + grace, now + 30 s); `dropped`
+        records a connection that dropped rather than an explicit close.
     extend_for_conflict(lease, now, policy) -> Change
     recover(task, lease, now, policy, reason) -> Change
         end the lease, handoff, recovery count + 1, or dead letter at the budget.
@@ -208,13 +209,15 @@ def touch(
     stamps = lease.progress_stamps
     if policy.detector.touches_enter_cadence:
         stamps = (*stamps, now)[-policy.cadence_window :]
+    # A change made before the session closed says nothing of after.
+    suspect_since = _still_suspect(lease, stamp)
     new = bumped(
         rhythm,
         expires_at=max(lease.expires_at, stamp + timedelta(seconds=lease_s)),
         grace_s=max(lease.grace_s, grace_s),
         last_signal_at=max(lease.last_signal_at, stamp),
-        # A change made before the session closed says nothing of after.
-        suspect_since=_still_suspect(lease, stamp),
+        suspect_since=suspect_since,
+        suspect_dropped=lease.suspect_dropped and suspect_since is not None,
         progress_stamps=stamps,
     )
     new = check_stall(with_deadline(new, policy), now, policy, fx)
@@ -226,19 +229,37 @@ def _still_suspect(lease: Lease, stamp: datetime) -> datetime | None:
     return closed if closed is not None and stamp < closed else None
 
 
-def session_closed(lease: Lease, now: datetime, policy: Policy) -> Change:
+def session_closed(lease: Lease, now: datetime, policy: Policy, *, dropped: bool = False) -> Change:
     """The holder's last session closed: the lease turns suspect.
 
-    recover-after becomes min(expiry + grace, now + 30 s). Unchanged for an
-    ended lease, a lease already suspect (the first close sets the deadline),
-    and under the `seed` detector, which knew nothing of sessions.
+    `dropped`: the session's connection dropped (its stream ended with no
+    DELETE) rather than being closed by its client (a DELETE, or a stdio
+    proxy whose agent process exited); the lease records which. recover-after
+    becomes min(expiry + grace, the close + the detector's window for that
+    kind, `timing.suspect_window`). Unchanged for an ended lease, under the
+    `seed` detector (which knew nothing of sessions), and for a lease already
+    suspect (the first close sets the deadline), except that an explicit
+    close of a lease suspect by a drop makes the suspicion explicit, still
+    counted from the drop: its deadline can only come earlier.
     """
     now = ensure_utc(now, "now")
-    if not lease.live or lease.suspect_since is not None or policy.detector.kind == "seed":
+    if not lease.live or policy.detector.kind == "seed":
         return UNCHANGED
-    new = with_deadline(bumped(lease, suspect_since=now), policy)
+    if lease.suspect_since is None:
+        since = now
+    elif lease.suspect_dropped and not dropped:
+        # No call came since the drop (a call clears the suspicion): the
+        # silence since then is the agent's, and now its process has left.
+        since = lease.suspect_since
+    else:
+        return UNCHANGED
+    new = with_deadline(bumped(lease, suspect_since=since, suspect_dropped=dropped), policy)
     event = lease_event(
-        EventType.LEASE_SUSPECT, lease, now, recover_after=new.recover_after.isoformat()
+        EventType.LEASE_SUSPECT,
+        lease,
+        now,
+        recover_after=new.recover_after.isoformat(),
+        how="dropped" if dropped else "closed",
     )
     return Change(
         kind=ChangeKind.SUSPECTED, lease=new, expected_version=lease.version, events=(event,)
@@ -267,6 +288,7 @@ def extend_for_conflict(lease: Lease, now: datetime, policy: Policy) -> Change:
         expires_at=max(lease.expires_at, now + timedelta(seconds=policy.conflict_extension_s)),
         conflict_extensions=lease.conflict_extensions + 1,
         suspect_since=None,
+        suspect_dropped=False,
     )
     new = with_deadline(new, policy)
     event = lease_event(
@@ -301,6 +323,7 @@ def _with_report(lease: Lease, rep: Report, now: datetime, progress: int) -> Lea
         head_sha=rep.head_sha.lower() if rep.head_sha else lease.head_sha,
         last_signal_at=now,
         suspect_since=None,
+        suspect_dropped=False,
         progress_changed_at=now if moved else lease.progress_changed_at,
         flags=lease.flags - {LeaseFlag.STALLED} if moved else lease.flags,
     )

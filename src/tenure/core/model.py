@@ -291,6 +291,10 @@ class Lease:
     branch: str | None = None
     head_sha: str | None = None
     suspect_since: datetime | None = None
+    # True when the suspicion came from a dropped connection (the session's
+    # stream ended with no DELETE) rather than an explicit close (a DELETE, a
+    # stdio proxy whose agent exited). False whenever `suspect_since` is None.
+    suspect_dropped: bool = False
     progress_changed_at: datetime | None = None
     renewals_without_progress: int = 0
     max_progress: int = 0

@@ -61,13 +61,14 @@ def phase_of(lease: Lease, policy: Policy) -> int:
     return 0
 
 
-def suspect_window(policy: Policy) -> timedelta:
+def suspect_window(policy: Policy, *, dropped: bool = False) -> timedelta:
     """How long after its last session closed a silent holder keeps its lease.
 
     SPEC's `suspect_after_close_s` (30 s), except under the `adaptive`
     detector, which waits its own `suspect_window_s`: a live agent whose
     session blipped shows nothing for longer than 30 s often enough that
-    waiting less takes work from live agents (docs/detection.md).
+    waiting less takes work from live agents (docs/detection.md). `dropped`:
+    the session's connection dropped rather than being closed by its client.
     """
     detector = policy.detector
     if detector.kind == "adaptive":
@@ -76,12 +77,20 @@ def suspect_window(policy: Policy) -> timedelta:
 
 
 def compute_recover_after(
-    expires_at: datetime, grace_s: float, suspect_since: datetime | None, policy: Policy
+    expires_at: datetime,
+    grace_s: float,
+    suspect_since: datetime | None,
+    policy: Policy,
+    *,
+    dropped: bool = False,
 ) -> datetime:
-    """When the monitor may act: expiry + grace, or the suspect deadline if earlier."""
+    """When the monitor may act: expiry + grace, or the suspect deadline if earlier.
+
+    `dropped`: the suspicion came from a dropped connection, not an explicit close.
+    """
     deadline = expires_at + timedelta(seconds=grace_s)
     if suspect_since is not None:
-        deadline = min(deadline, suspect_since + suspect_window(policy))
+        deadline = min(deadline, suspect_since + suspect_window(policy, dropped=dropped))
     return deadline
 
 

@@ -10,8 +10,10 @@ and `conflict_*` lines. It then walks the trace:
   before a pass at t;
 - `assign` goes through the admin assign path for exactly that task and
   agent; `progress` and `complete` are progress reports; `activity` is any
-  other call (a touch); `disconnect` closes the agent's last session, and its
-  next call opens one again; `write` and `conflict_*` only change what the
+  other call (a touch); `disconnect` closes the agent's last session
+  (`Coordinator.session_closed`, `dropped=True` for `"how": "dropped"`; an
+  explicit close after a drop, as the MCP endpoint reports a DELETE after a
+  drop), and its next call opens one again; `write` and `conflict_*` only change what the
   worktree shows; `death` is never shown to the engine;
 - every line of a stint is fed even after a recovery: the engine's answers
   (revival, claim-back, `lease_lost`) are its own; refusals are counted by
@@ -161,6 +163,7 @@ class _Replay:
         self.evidence = TraceEvidence(self.clock)
         self.refusals: dict[str, int] = defaultdict(int)
         self.connected: dict[str, bool] = {}
+        self.dropped: set[str] = set()  # agents whose last close was a drop
         self.held_at_death: dict[tuple[str, str, float], bool] = {}
         self.stints = stints(events)
         self.dying: dict[tuple[str, float], list[Stint]] = defaultdict(list)
@@ -278,6 +281,7 @@ class _Replay:
         if event.type in CALLS and not self.connected[event.agent]:
             # Any call after a disconnect means the agent came back.
             self.connected[event.agent] = True
+            self.dropped.discard(event.agent)
             await c.session_opened(caller)
         kind = event.type
         if kind is TraceType.ASSIGN:
@@ -294,14 +298,25 @@ class _Replay:
         elif kind is TraceType.ACTIVITY:
             await self._engine("activity", c.touch(caller))
         elif kind is TraceType.DISCONNECT:
-            if self.connected[event.agent]:
-                self.connected[event.agent] = False
-                await c.session_closed(caller)
+            await self._disconnect(caller, event)
         elif kind is TraceType.DEATH:
             await self._record_death(event)
             del self.connected[event.agent]  # a later assign is a new process
+            self.dropped.discard(event.agent)
         else:
             self.evidence.observe(event)
+
+    async def _disconnect(self, caller: Caller, event: TraceEvent) -> None:
+        """The agent's session ends: closed, or dropped; a close after a drop upgrades it."""
+        agent = event.agent
+        if self.connected[agent]:
+            self.connected[agent] = False
+            if event.dropped:
+                self.dropped.add(agent)
+            await self.coordinator.session_closed(caller, dropped=event.dropped)
+        elif agent in self.dropped and not event.dropped:
+            self.dropped.discard(agent)
+            await self.coordinator.session_closed(caller, after_drop=True)
 
     async def _record_death(self, event: TraceEvent) -> None:
         """Whether the dying agent still held its task(s): the ground truth's baseline."""
@@ -371,6 +386,7 @@ class _Replay:
             ending=stint.ending,
             death=stint.death,
             closed_session=stint.closed_session,
+            dropped_session=stint.dropped_session,
             blips=stint.blips,
             recoveries=mine,
             reclaims=backs,

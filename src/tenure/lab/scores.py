@@ -26,6 +26,8 @@ class StintOutcome:
     - `detected_at`: for a dead stint, its first recovery at or after the
       death; the death itself when the agent no longer held the task then
       (recovered earlier and never claimed back); None if never.
+    - `closed_session`, `dropped_session`, `blips`: as in `tenure.lab.trace.Stint`
+      (a death after an explicit close, after a dropped connection; blips).
     - `lost_s`: for a live stint, seconds from its first recovery that no
       claim-back by the same agent followed, to the stint's end.
     """
@@ -37,6 +39,7 @@ class StintOutcome:
     ending: str
     death: float | None = None
     closed_session: bool = False
+    dropped_session: bool = False
     blips: int = 0
     recoveries: tuple[float, ...] = ()
     reclaims: tuple[float, ...] = ()

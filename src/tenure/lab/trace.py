@@ -15,8 +15,16 @@ line number (`InvalidInput`, details `line`).
     {"t": 400.0, "type": "conflict_start", "agent": "a1"}
     {"t": 700.0, "type": "conflict_end",   "agent": "a1"}
     {"t": 900.0, "type": "complete", "agent": "a1", "task": "T1"}
-    {"t": 950.0, "type": "disconnect", "agent": "a1"}
+    {"t": 950.0, "type": "disconnect", "agent": "a1", "how": "dropped"}
+    {"t": 1200.0, "type": "disconnect", "agent": "a2", "how": "closed"}
     {"t": 1200.0, "type": "death",   "agent": "a2", "task": "T7"}
+
+A `disconnect` ends the agent's last session, `how` saying in which way:
+`closed` (the default, so older traces still load) is an explicit close
+(the client's DELETE, or the stdio proxy seeing its agent process exit);
+`dropped` is a connection that dropped with no DELETE (a network fault, a
+killed process tree). An explicit close after a drop, with no call between,
+makes the close explicit; a drop after an explicit close changes nothing.
 
 A **stint** is one `assign` of a task to an agent, until its `complete`, its
 `death`, or the end of the trace (`stints`). `death` is ground truth for the
@@ -68,6 +76,10 @@ _NEEDS_TASK = frozenset({TraceType.ASSIGN, TraceType.PROGRESS, TraceType.COMPLET
 #: Types that are calls of the agent to the server (they reopen a closed session).
 CALLS = frozenset({TraceType.PROGRESS, TraceType.ACTIVITY, TraceType.COMPLETE})
 
+#: How a `disconnect` ended the session: an explicit close, or a dropped connection.
+CLOSED, DROPPED = "closed", "dropped"
+HOWS = (CLOSED, DROPPED)
+
 
 @dataclass(frozen=True, slots=True)
 class TraceEvent:
@@ -80,6 +92,12 @@ class TraceEvent:
     progress: int | None = None
     message: str = ""
     line: int = 0
+    how: str = CLOSED  # `disconnect` only: `closed` or `dropped`
+
+    @property
+    def dropped(self) -> bool:
+        """A `disconnect` whose connection dropped (no explicit close)."""
+        return self.type is TraceType.DISCONNECT and self.how == DROPPED
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this line (only the fields its type uses)."""
@@ -90,6 +108,8 @@ class TraceEvent:
             out["progress"] = self.progress
         if self.message:
             out["message"] = self.message
+        if self.type is TraceType.DISCONNECT:
+            out["how"] = self.how
         return out
 
 
@@ -98,9 +118,10 @@ class Stint:
     """One assign of `task` to `agent`, until complete, death or the end of the trace.
 
     `ending` is `complete`, `death` or `end`; `end` its time. `closed_session`
-    is true for a death whose agent's last session was closed when it died
-    (its process exited); `blips` counts disconnects the agent came back from
-    during the stint.
+    is true for a death whose agent's last session was closed explicitly when
+    it died (its process exited), `dropped_session` for one whose connection
+    had dropped (a killed process tree); neither for a silent death. `blips`
+    counts disconnects the agent came back from during the stint.
     """
 
     agent: str
@@ -110,6 +131,7 @@ class Stint:
     ending: str = "end"
     death: float | None = None
     closed_session: bool = False
+    dropped_session: bool = False
     blips: int = 0
     line: int = 0
 
@@ -159,7 +181,10 @@ def _event_from(raw: Any, line: int) -> TraceEvent:
     message = raw.get("message", "")
     if not isinstance(message, str):
         raise _refuse(line, "message must be a string", field="message")
-    return TraceEvent(float(t), typ, agent, task, progress, message, line)
+    how = raw.get("how", CLOSED) if typ is TraceType.DISCONNECT else CLOSED
+    if how not in HOWS:
+        raise _refuse(line, f"how must be one of {', '.join(HOWS)}", field="how")
+    return TraceEvent(float(t), typ, agent, task, progress, message, line, str(how))
 
 
 def parse_trace(lines: Iterable[str]) -> list[TraceEvent]:
@@ -213,6 +238,7 @@ class _Open:
 
     stints: dict[str, Stint] = field(default_factory=dict)
     connected: bool = True
+    dropped: bool = False  # while disconnected: the connection dropped
 
 
 def stints(events: Iterable[TraceEvent]) -> list[Stint]:
@@ -229,6 +255,8 @@ def stints(events: Iterable[TraceEvent]) -> list[Stint]:
             state.stints[event.task] = stint
             found.append(stint)
         elif event.type is TraceType.DISCONNECT:
+            # An explicit close after a drop makes it explicit, never the reverse.
+            state.dropped = event.dropped and (state.connected or state.dropped)
             state.connected = False
         elif event.type is TraceType.DEATH:
             if event.task is None:
@@ -238,13 +266,14 @@ def stints(events: Iterable[TraceEvent]) -> list[Stint]:
                 held = [state.stints.pop(event.task)] if event.task in state.stints else []
             for stint in held:
                 stint.end, stint.ending, stint.death = event.t, "death", event.t
-                stint.closed_session = not state.connected
-            state.connected = True
+                stint.closed_session = not state.connected and not state.dropped
+                stint.dropped_session = not state.connected and state.dropped
+            state.connected, state.dropped = True, False
         elif event.type in CALLS:
             if not state.connected:
                 for stint in state.stints.values():
                     stint.blips += 1
-                state.connected = True
+                state.connected, state.dropped = True, False
             if event.type is TraceType.COMPLETE and event.task in state.stints:
                 stint = state.stints.pop(event.task)
                 stint.end, stint.ending = event.t, "complete"

@@ -335,11 +335,12 @@ LEASE_COLUMNS = (
     "end_reason",
     "last_call_at",
     "signal_gaps",
+    "suspect_dropped",
 )
 
 
 def lease_to_row(lease: Lease, time: TimeEncoder = encode_time) -> tuple[Any, ...]:
-    """A lease's values in `LEASE_COLUMNS` order."""
+    """A lease's values in `LEASE_COLUMNS` order (`suspect_dropped` as 0/1)."""
     return (
         lease.board_id,
         lease.task_id,
@@ -368,6 +369,7 @@ def lease_to_row(lease: Lease, time: TimeEncoder = encode_time) -> tuple[Any, ..
         None if lease.end_reason is None else str(lease.end_reason),
         time(lease.last_call_at),
         dump_json(list(lease.signal_gaps)),
+        int(lease.suspect_dropped),
     )
 
 
@@ -401,6 +403,7 @@ def lease_from_row(row: Sequence[Any]) -> Lease:
         end_reason=None if row[24] is None else EndReason(row[24]),
         last_call_at=decode_time(row[25]),
         signal_gaps=tuple(float(gap) for gap in load_json(row[26])),
+        suspect_dropped=bool(row[27]),
     )
 
 
