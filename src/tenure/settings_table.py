@@ -169,7 +169,8 @@ SETTINGS: tuple[Setting, ...] = (
     _i("lease.max_conflict_extensions", _P.max_conflict_extensions,
        "Merge-conflict extensions allowed per lease."),
     _s("lease.suspect_after_close", _P.suspect_after_close_s,
-       "`spec`: after the agent's last session closes, recover no later than this."),
+       "After the agent's last session closes, recover no later than this (`spec`, "
+       "`fixed`: closes and dropped connections alike; `adaptive`: explicit closes)."),
     _s("lease.validation_window", _P.validation_window_s,
        "Completion awaiting validation keeps the lease until now + this."),
     # The detector.
@@ -216,8 +217,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("detector.validator_silence", _DET.validator_silence_s,
        "`adaptive`: the least silence allowed at 100 % (validators run silently)."),
     _s("detector.suspect_window", _DET.suspect_window_s,
-       "`adaptive`: after the agent's last session closes, recover no later than this "
-       "(`lease.suspect_after_close` is `spec`'s).", _POSITIVE),
+       "`adaptive`: after the connection of the agent's last session drops (no DELETE), "
+       "recover no later than this (explicit closes: `lease.suspect_after_close`).",
+       _POSITIVE),
     _i("detector.cadence_window", _P.cadence_window,
        "Progress timestamps kept for the cadence median.", 2),
     # Escalation, recovery, handoff.

@@ -178,17 +178,20 @@ def test_adaptive_worktree_changes_signal_at_their_own_time() -> None:
     assert bench.decide(evidence=Evidence(conflict=True)) == Extend()
 
 
+@pytest.mark.parametrize("dropped", [False, True])
 @pytest.mark.parametrize("kind", ["spec", "adaptive"])
-def test_a_closed_session_is_judged_on_changes_made_after_it_closed(kind: str) -> None:
+def test_a_closed_session_is_judged_on_changes_made_after_it_closed(
+    kind: str, dropped: bool
+) -> None:
     bench = Bench(policy=Policy(detector=DetectorPolicy(kind=kind)))  # type: ignore[arg-type]
     bench.add()
     bench.claim()
     steady(bench, 40.0, 3)
     bench.advance(20)
     closed = bench.now
-    bench.close_session()
+    bench.close_session(dropped=dropped)
     due = bench.expire()
-    assert due == closed + suspect_window(bench.policy)
+    assert due == closed + suspect_window(bench.policy, dropped=dropped)
     before = Evidence(changed=True, changed_at=closed - timedelta(seconds=5))
     assert bench.decide(evidence=before) == Recover(EndReason.AGENT_DISCONNECTED)
     after = Evidence(changed=True, changed_at=closed + timedelta(seconds=5))
@@ -196,6 +199,47 @@ def test_a_closed_session_is_judged_on_changes_made_after_it_closed(kind: str) -
     bench.sweep(evidence=after)
     lease = bench.live()
     assert lease is not None and lease.suspect_since is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "closed_s", "dropped_s"),
+    [("spec", 30, 30), ("fixed", 30, 30), ("adaptive", 30, 120)],
+)
+def test_the_window_after_a_close_depends_on_the_detector_and_how_the_session_ended(
+    kind: str, closed_s: float, dropped_s: float
+) -> None:
+    policy = Policy(detector=DetectorPolicy(kind=kind))  # type: ignore[arg-type]
+    assert suspect_window(policy) == timedelta(seconds=closed_s)
+    assert suspect_window(policy, dropped=True) == timedelta(seconds=dropped_s)
+
+
+def test_under_adaptive_an_explicit_close_never_waits_longer_than_a_drop() -> None:
+    short = Policy(detector=DetectorPolicy(kind="adaptive", suspect_window_s=20.0))
+    assert suspect_window(short) == suspect_window(short, dropped=True) == timedelta(seconds=20)
+    bench = Bench(policy=short)
+    bench.add()
+    bench.claim()
+    bench.set(10)
+    bench.close_session(dropped=True)
+    before = bench.lease().recover_after
+    bench.set(25)
+    bench.close_session()
+    assert bench.lease().recover_after == before == at(30)
+
+
+def test_under_adaptive_an_explicit_close_after_a_drop_brings_the_deadline_nearer() -> None:
+    bench = Bench(policy=ADAPTIVE)
+    bench.add()
+    bench.claim()
+    steady(bench, 40.0, 3)
+    dropped_at = bench.now
+    bench.close_session(dropped=True)
+    assert bench.lease().recover_after == dropped_at + timedelta(seconds=120)
+    bench.advance(50)
+    bench.close_session()
+    # Counted from the drop: no call came since, and now the agent has left.
+    assert bench.lease().recover_after == dropped_at + timedelta(seconds=30) < bench.now
+    assert bench.decide() == Recover(EndReason.AGENT_DISCONNECTED)
 
 
 def test_a_failed_validation_under_adaptive_renews_by_the_rhythm() -> None:
@@ -222,10 +266,10 @@ def test_before_its_window_is_over_a_suspect_lease_is_judged_by_its_rhythm() -> 
     assert lease is not None
     last = bench.now
     allowance = timedelta(seconds=rhythm_allowance(lease, ADAPTIVE))
-    window = suspect_window(ADAPTIVE)
+    window = suspect_window(ADAPTIVE, dropped=True)
     bench.advance(40)
     closed = bench.now
-    bench.close_session()
+    bench.close_session(dropped=True)
     due = bench.expire()
     assert due == last + allowance < closed + window
     # A write made before the close still shows the holder alive until then...

@@ -2,7 +2,8 @@
 
 Each test is one case of docs/detection.md ("What the adaptive detector
 does, case by case"): a steady agent, a bursty one, a merge conflict, a
-session blip, a silent death and a death that closed its session. Expected
+session blip (a dropped connection), a silent death, a death that closed its
+session (explicitly) and a death whose connection dropped. Expected
 times come from the policy's own numbers (`rhythm_allowance` over the gaps
 the trace gives the holder), with one monitor interval of tolerance.
 """
@@ -20,7 +21,9 @@ from tenure.lab.replay import START
 
 INTERVAL = 10.0
 ADAPTIVE = Policy(detector=DetectorPolicy(kind="adaptive"))
+#: The window after a dropped connection, and after an explicit close (SPEC's 30 s).
 WINDOW = ADAPTIVE.detector.suspect_window_s
+CLOSE_WINDOW = ADAPTIVE.suspect_after_close_s
 
 
 def ev(t: float, kind: str, agent: str = "a1", **fields: Any) -> dict[str, Any]:
@@ -92,16 +95,29 @@ def test_a_merge_conflict_extends_at_most_twice() -> None:
     assert due <= outcome.recoveries[0] <= due + 3 * INTERVAL
 
 
-def test_a_session_blip_is_never_recovered_within_its_window() -> None:
-    # The session closes at 130 and nothing at all is seen until the agent
-    # calls again just inside the window.
+def blip(back_after: float) -> list[dict[str, Any]]:
+    """The connection drops at 130 and nothing at all is seen until the agent
+    calls again `back_after` seconds later."""
     trace = [ev(0, "assign", task="T1"), *reports([40, 80, 120])]
-    trace += [ev(130, "disconnect"), ev(130 + WINDOW - 5, "activity")]
-    trace += reports([130 + WINDOW + 20, 130 + WINDOW + 60], 40)
-    trace += [ev(130 + WINDOW + 70, "complete", task="T1")]
-    assert first_recovery(trace) is None
-    # A blip that outlasts the window but writes files after the close lives on.
-    longer = [ev(0, "assign", task="T1"), *reports([40, 80, 120]), ev(130, "disconnect")]
+    trace += [ev(130, "disconnect", how="dropped"), ev(130 + back_after, "activity")]
+    trace += reports([130 + back_after + 20, 130 + back_after + 60], 40)
+    return [*trace, ev(130 + back_after + 70, "complete", task="T1")]
+
+
+def test_a_blip_outlasting_30_s_is_not_recovered() -> None:
+    # A dropped connection is not an agent leaving: SPEC's 30 s is not its window.
+    assert first_recovery(blip(back_after=CLOSE_WINDOW + 2 * INTERVAL)) is None
+    # Under spec the same blip costs the agent its task.
+    spec = first_recovery(blip(back_after=CLOSE_WINDOW + 2 * INTERVAL), Policy())
+    near(spec, 130 + CLOSE_WINDOW)
+
+
+def test_a_session_blip_is_never_recovered_within_its_window() -> None:
+    # Nothing at all is seen until the agent calls again just inside the window.
+    assert first_recovery(blip(back_after=WINDOW - 5)) is None
+    # A blip that outlasts the window but writes files after the drop lives on.
+    longer = [ev(0, "assign", task="T1"), *reports([40, 80, 120])]
+    longer += [ev(130, "disconnect", how="dropped")]
     longer += [ev(t, "write") for t in (160, 200, 240)]
     longer += [ev(130 + WINDOW + 40, "activity"), ev(130 + WINDOW + 50, "complete", task="T1")]
     assert first_recovery(longer) is None
@@ -117,12 +133,23 @@ def test_a_silent_death_is_recovered_one_allowance_after_the_last_sign_of_life()
     near(first_recovery([*trace, *writes]), 260 + allowance(gaps, 50))
 
 
-def test_a_death_that_closes_its_session_is_recovered_when_the_window_ends() -> None:
+def death_after(how: str) -> list[dict[str, Any]]:
+    """Reports every 40 s to 200 s, a write at 205, the session ends at 210 as
+    `how` says, and the agent is dead."""
     trace = [ev(0, "assign", task="T1"), *reports([40, 80, 120, 160, 200])]
-    # A write before the close does not excuse the silence after it.
-    trace += [ev(205, "write"), ev(210, "disconnect"), ev(210, "death", task="T1")]
+    return [*trace, ev(205, "write"), ev(210, "disconnect", how=how), ev(210, "death", task="T1")]
+
+
+def test_a_death_that_closes_its_session_is_recovered_30_s_after_the_close() -> None:
+    # An explicit close (its process exited): SPEC's 30 s. The write before
+    # the close does not excuse the silence after it.
     assert 200 + allowance([40.0] * 5, 50) > 210 + WINDOW
-    near(first_recovery(trace), 210 + WINDOW)
-    # With SPEC's 30 s window instead, a closed session is recovered within 30 s.
+    near(first_recovery(death_after("closed")), 210 + CLOSE_WINDOW)
+
+
+def test_a_death_whose_connection_drops_is_recovered_when_the_drop_window_ends() -> None:
+    # A killed process tree: no DELETE, only the connection dropping.
+    near(first_recovery(death_after("dropped")), 210 + WINDOW)
+    # With a 30 s window for drops too, it is recovered within 30 s.
     quick = Policy(detector=DetectorPolicy(kind="adaptive", suspect_window_s=30.0))
-    near(first_recovery(trace, quick), 240)
+    near(first_recovery(death_after("dropped"), quick), 240)

@@ -137,8 +137,10 @@ class DetectorPolicy:
       `validator_silence_s` at 100 %, within [`min_silence_s`,
       `max_silence_s`]. The lease's duration is that allowance (minus
       `adaptive_grace_s` of grace), so an agent's `expires_at` tells the truth.
-      A closed session is given `suspect_window_s` (not `Policy.
-      suspect_after_close_s`) to show a sign of life made after the close.
+      A session its client closed (a DELETE, a stdio proxy whose agent
+      exited) is given `Policy.suspect_after_close_s` to show a sign of life
+      made after the close, as under `spec`; a connection that dropped with
+      no DELETE (a blip, or a killed process tree) `suspect_window_s`.
     """
 
     kind: Literal["spec", "seed", "fixed", "adaptive"] = "spec"

@@ -64,16 +64,20 @@ def phase_of(lease: Lease, policy: Policy) -> int:
 def suspect_window(policy: Policy, *, dropped: bool = False) -> timedelta:
     """How long after its last session closed a silent holder keeps its lease.
 
-    SPEC's `suspect_after_close_s` (30 s), except under the `adaptive`
-    detector, which waits its own `suspect_window_s`: a live agent whose
-    session blipped shows nothing for longer than 30 s often enough that
-    waiting less takes work from live agents (docs/detection.md). `dropped`:
-    the session's connection dropped rather than being closed by its client.
+    SPEC's `suspect_after_close_s` (30 s) for an explicit close (a DELETE, a
+    stdio proxy whose agent exited), and for every close under `spec` and
+    `fixed`. Under `adaptive`, a `dropped` connection (no DELETE) is given
+    `suspect_window_s`: a live agent whose connection blipped shows nothing
+    for longer than 30 s often enough that waiting less takes work from live
+    agents (docs/detection.md). An explicit close never waits longer than a
+    drop, so making a drop explicit can only bring its deadline nearer.
     """
     detector = policy.detector
+    close = policy.suspect_after_close_s
     if detector.kind == "adaptive":
-        return timedelta(seconds=detector.suspect_window_s)
-    return timedelta(seconds=policy.suspect_after_close_s)
+        drop = detector.suspect_window_s
+        return timedelta(seconds=drop if dropped else min(close, drop))
+    return timedelta(seconds=close)
 
 
 def compute_recover_after(
