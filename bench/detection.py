@@ -5,8 +5,9 @@ replays that trace through the real engine under every policy
 (`tenure.lab.replay`), pools the stints of all seeds per (policy, profile)
 and prints two tables: issue 9's scores, and the figures issue 10's goals
 are stated in (false recoveries and median latency against `seed`'s on the
-same traces, deaths that closed their session, live stints with session
-blips). Figures, not a test: nothing here asserts.
+same traces, deaths that closed their session explicitly and deaths whose
+connection dropped, apart; live stints with session blips). Figures, not a
+test: nothing here asserts.
 
     .venv/bin/python bench/detection.py                                  # defaults
     .venv/bin/python bench/detection.py --agents 10 --tasks 200 --seeds 1,2,3,4,5
@@ -78,10 +79,13 @@ def goal_rows(pooled: dict[tuple[str, str], Scores], policies: list[str]) -> lis
         closed = [
             o.latency_s for o in scores.outcomes if o.closed_session and o.latency_s is not None
         ]
+        dropped = [
+            o.latency_s for o in scores.outcomes if o.dropped_session and o.latency_s is not None
+        ]
         silent = [
             o.latency_s
             for o in scores.outcomes
-            if o.dead and not o.closed_session and o.latency_s is not None
+            if o.dead and not o.closed_session and not o.dropped_session and o.latency_s is not None
         ]
         blipped = [o for o in scores.outcomes if not o.dead and o.blips]
         rows.append(
@@ -98,6 +102,8 @@ def goal_rows(pooled: dict[tuple[str, str], Scores], policies: list[str]) -> lis
                 ),
                 "closed_deaths": len(closed),
                 "closed_p95_s": percentile(closed, 95),
+                "dropped_deaths": len(dropped),
+                "dropped_p95_s": percentile(dropped, 95),
                 "silent_deaths": len(silent),
                 "silent_median_s": percentile(silent, 50),
                 "blipped_live": len(blipped),
@@ -119,6 +125,8 @@ def goal_table(rows: list[dict[str, Any]]) -> str:
         "lat/seed",
         "closed",
         "closed95",
+        "dropped",
+        "dropped95",
         "silent",
         "silent50",
         "blipped",
@@ -133,6 +141,8 @@ def goal_table(rows: list[dict[str, Any]]) -> str:
         "latency_vs_seed",
         "closed_deaths",
         "closed_p95_s",
+        "dropped_deaths",
+        "dropped_p95_s",
         "silent_deaths",
         "silent_median_s",
         "blipped_live",
@@ -256,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         for policy in policies
     ]
     print(scores_table(rows, ("policy", "profile")))
-    print("# Against seed on the same traces; deaths that closed their session; blips\n")
+    print(
+        "# Against seed on the same traces; deaths that closed their session (explicitly), "
+        "whose connection dropped, silent; blips\n"
+    )
     print(goal_table(goals))
     return 0
 

@@ -63,7 +63,9 @@ def points(
         kind, _, setting = name.partition(":")
         key, _, raw = setting.partition("=")
         scores = score(outcomes)
-        silent = score(o for o in outcomes if o.dead and not o.closed_session)
+        silent = score(
+            o for o in outcomes if o.dead and not o.closed_session and not o.dropped_session
+        )
         rows.append(
             {
                 "policy": kind,

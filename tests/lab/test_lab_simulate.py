@@ -66,9 +66,26 @@ def test_the_model_has_tails_validators_conflicts_deaths_and_blips() -> None:
     cut = stints(parse_trace(dump_trace(trace).splitlines()))
     dead = [s for s in cut if s.dead]
     assert dead and any(s.closed_session for s in dead) and not all(s.closed_session for s in dead)
+    assert any(s.dropped_session for s in dead)
     assert sum(s.blips for s in cut) > len(cut)  # flaky: about two per stint
     # A dead worker is replaced by a new id in its slot.
     assert any("-r" in s.agent for s in cut)
+
+
+def test_blips_are_drops_and_dying_agents_mostly_close_their_session_explicitly() -> None:
+    trace = simulate(agents=10, tasks=400, seed=11, profile="flaky-sessions")
+    events = parse_trace(dump_trace(trace).splitlines())
+    dead = [s for s in stints(events) if s.dead]
+    dying = {(e.agent, e.t) for e in events if e.type == "death"}
+    ends = [e for e in events if e.type == "disconnect"]
+    # Every session end of a live agent (one that calls again) is a drop.
+    assert all(e.how == "dropped" for e in ends if (e.agent, e.t) not in dying)
+    closed = sum(s.closed_session for s in dead)
+    dropped = sum(s.dropped_session for s in dead)
+    profile = PROFILES["flaky-sessions"]
+    assert closed + dropped == pytest.approx(profile.death_closes_p * len(dead), rel=0.2)
+    assert dropped / (closed + dropped) == pytest.approx(profile.death_drops_p, abs=0.12)
+    assert {p.death_drops_p for p in PROFILES.values()} == {0.25}
 
 
 def test_the_same_seed_gives_the_same_trace_and_another_seed_another() -> None:

@@ -11,8 +11,10 @@ seed's own figures: a lognormal body tuned so all gaps have a median near
 47 s and a mean near 60 s, implementation bursts of 116-120 s, 161-215 s
 gaps in the last quarter (tests, builds, commits), 60-120 s validator
 calls after 100 %, and merge conflicts that take minutes. Some workers die at
-a random moment (some with their session closing, some silently) and are
-replaced; live ones sometimes lose their session for a moment and come back.
+a random moment and are replaced: some close their session as they go (their
+process exits: an explicit close), some only drop their connection (their
+process tree is killed), some die silently (a hang). Live ones sometimes lose
+their connection for a moment (a drop, a **blip**) and come back.
 Each `Profile` sets these numbers; `PROFILES` holds the named ones.
 """
 
@@ -62,11 +64,14 @@ class Profile:
     conflict_median_s: float = 240.0
     conflict_sigma: float = 0.5
     conflict_s: tuple[float, float] = (60.0, 900.0)
-    # Deaths: chance per stint, and the share that close their session.
+    # Deaths: chance per stint, and the share that end their session; of
+    # those, the share whose connection merely drops (a killed process tree:
+    # no goodbye) instead of an explicit close (the process exits).
     death_p: float = 0.12
     death_closes_p: float = 0.5
-    # Session blips of live agents: expected per stint, and time until the
-    # next call reopens the session (lognormal median, sigma).
+    death_drops_p: float = 0.25
+    # Session blips of live agents (dropped connections): expected per stint,
+    # and time until the next call reopens the session (lognormal median, sigma).
     blips_per_stint: float = 0.15
     blip_back_median_s: float = 8.0
     blip_back_sigma: float = 0.6
@@ -235,17 +240,18 @@ class _Stint:
     def finish(self) -> list[tuple[float, dict[str, Any]]]:
         """The stint's lines, blips included, in time order."""
         for at, back in self.blip_pairs:
-            self.add(at, "disconnect")
+            self.add(at, "disconnect", how="dropped")
             self.add(back, "activity")
         return sorted(self.lines, key=lambda item: item[0])
 
     def die_at(self, death: float) -> None:
-        """Cut everything after `death` and add the death (and maybe a closed session)."""
+        """Cut everything after `death` and add the death (and maybe the session's end)."""
         self.lines = [(t, line) for t, line in self.lines if t < death]
         # A blip whose return would come after the death never happened.
         self.blip_pairs = [(at, back) for at, back in self.blip_pairs if back < death]
         if self.rng.random() < self.p.death_closes_p:
-            self.add(death, "disconnect")
+            dropped = self.rng.random() < self.p.death_drops_p
+            self.add(death, "disconnect", how="dropped" if dropped else "closed")
         self.add(death, "death", task=self.task)
 
 
