@@ -17,6 +17,7 @@ from typing import Any
 from tenure.core import (
     Change,
     Decision,
+    DetectorPolicy,
     Evidence,
     Lease,
     Policy,
@@ -66,7 +67,8 @@ class WriteRefused(AssertionError):
 class Bench:
     """Tasks, leases and a clock; `apply` writes a Change like the service would."""
 
-    policy: Policy = field(default_factory=Policy)
+    # SPEC's detector unless a test picks another: most tests check SPEC's numbers.
+    policy: Policy = field(default_factory=lambda: Policy(detector=DetectorPolicy(kind="spec")))
     now: datetime = T0
     tasks: dict[str, Task] = field(default_factory=dict)
     history: dict[str, list[Lease]] = field(default_factory=dict)

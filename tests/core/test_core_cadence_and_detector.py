@@ -104,7 +104,9 @@ def test_touches_never_enter_the_cadence_window() -> None:
 
 def cadence_bench(multiplier: float = 5.0) -> Bench:
     """A holder that reported at 0, 60 and 120 s (median 60) on short leases."""
-    policy = Policy(durations=SHORT, detector=DetectorPolicy(silence_multiplier=multiplier))
+    policy = Policy(
+        durations=SHORT, detector=DetectorPolicy(kind="spec", silence_multiplier=multiplier)
+    )
     bench = Bench(policy=policy)
     bench.add()
     bench.claim()
@@ -160,7 +162,7 @@ def test_fewer_than_two_progress_stamps_means_recover() -> None:
 
 
 def test_a_larger_minimum_of_stamps_is_honoured() -> None:
-    policy = Policy(durations=SHORT, detector=DetectorPolicy(min_stamps_for_cadence=4))
+    policy = Policy(durations=SHORT, detector=DetectorPolicy(kind="spec", min_stamps_for_cadence=4))
     bench = Bench(policy=policy)
     bench.add()
     bench.claim()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from corekit import Bench, at
 
-from tenure.core import UNCHANGED, Change, ChangeKind, ConservativePolicy, Policy
+from tenure.core import UNCHANGED, Change, ChangeKind, ConservativePolicy, DetectorPolicy, Policy
 from tenure.core.errors import (
     ERROR_CLASSES,
     InvalidInput,
@@ -101,7 +101,9 @@ def test_policies_are_chosen_by_name() -> None:
 
 
 def test_a_failed_validation_under_the_conservative_policy_renews_as_near_done() -> None:
-    bench = Bench(policy=Policy(durations=ConservativePolicy()))
+    bench = Bench(
+        policy=Policy(durations=ConservativePolicy(), detector=DetectorPolicy(kind="spec"))
+    )
     bench.add()
     bench.claim()
     bench.set(60)

@@ -24,10 +24,12 @@ from tenure.core import (
 from tenure.core.errors import InvalidInput
 
 HOUR = 3600.0
+#: SPEC's detector: these tests check SPEC's durations.
+SPEC = DetectorPolicy(kind="spec")
 
 
 def fresh_lease(policy: Policy | None = None) -> Lease:
-    lease = create(make_task(), "a1", T0, policy or Policy()).lease
+    lease = create(make_task(), "a1", T0, policy or Policy(detector=SPEC)).lease
     assert lease is not None
     return lease
 
@@ -49,11 +51,11 @@ def fresh_lease(policy: Policy | None = None) -> Lease:
     ],
 )
 def test_lease_state_follows_the_remaining_time(elapsed: float, state: LeaseState) -> None:
-    assert lease_state(fresh_lease(), at(elapsed), Policy()) is state
+    assert lease_state(fresh_lease(), at(elapsed), Policy(detector=SPEC)) is state
 
 
 def test_expiring_soon_is_relative_to_the_warning_threshold() -> None:
-    policy = Policy(warning_threshold_s=150)
+    policy = Policy(warning_threshold_s=150, detector=SPEC)
     lease = fresh_lease(policy)
     assert lease_state(lease, at(29), policy) is LeaseState.ACTIVE
     assert lease_state(lease, at(31), policy) is LeaseState.EXPIRING_SOON
@@ -81,9 +83,9 @@ def test_seconds_left_counts_down_and_stops_at_zero() -> None:
 
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(InvalidInput):
-        lease_state(fresh_lease(), datetime(2026, 1, 1), Policy())
+        lease_state(fresh_lease(), datetime(2026, 1, 1), Policy(detector=SPEC))
     with pytest.raises(InvalidInput):
-        create(make_task(), "a1", datetime(2026, 1, 1), Policy())
+        create(make_task(), "a1", datetime(2026, 1, 1), Policy(detector=SPEC))
 
 
 # Progressive phases -------------------------------------------------------------
@@ -203,7 +205,7 @@ def test_conservative_renewal_decays_caps_after_five_and_clamps() -> None:
 def test_conservative_first_lease_from_estimate_priority_and_labels(
     estimate: float | None, priority: Priority, labels: tuple[str, ...], hours: float
 ) -> None:
-    policy = Policy(durations=ConservativePolicy())
+    policy = Policy(durations=ConservativePolicy(), detector=SPEC)
     task = make_task(estimated_hours=estimate, priority=priority, labels=labels)
     lease = create(task, "a1", T0, policy).lease
     assert lease is not None
@@ -213,7 +215,7 @@ def test_conservative_first_lease_from_estimate_priority_and_labels(
 
 
 def test_conservative_renewals_count_the_renewals_before_this_one() -> None:
-    bench = Bench(policy=Policy(durations=ConservativePolicy()))
+    bench = Bench(policy=Policy(durations=ConservativePolicy(), detector=SPEC))
     bench.add(estimated_hours=10.0)
     bench.claim()
     bench.set(60)
@@ -226,7 +228,7 @@ def test_conservative_renewals_count_the_renewals_before_this_one() -> None:
 
 
 def test_conservative_touch_uses_the_current_renewal_and_the_task_estimate() -> None:
-    bench = Bench(policy=Policy(durations=ConservativePolicy()))
+    bench = Bench(policy=Policy(durations=ConservativePolicy(), detector=SPEC))
     bench.add(estimated_hours=1.0, labels=("simple",))  # first lease 0.5 h
     bench.claim()
     bench.set(60)

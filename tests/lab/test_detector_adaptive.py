@@ -108,8 +108,8 @@ def test_a_blip_outlasting_30_s_is_not_recovered() -> None:
     # A dropped connection is not an agent leaving: SPEC's 30 s is not its window.
     assert first_recovery(blip(back_after=CLOSE_WINDOW + 2 * INTERVAL)) is None
     # Under spec the same blip costs the agent its task.
-    spec = first_recovery(blip(back_after=CLOSE_WINDOW + 2 * INTERVAL), Policy())
-    near(spec, 130 + CLOSE_WINDOW)
+    spec = Policy(detector=DetectorPolicy(kind="spec"))
+    near(first_recovery(blip(back_after=CLOSE_WINDOW + 2 * INTERVAL), spec), 130 + CLOSE_WINDOW)
 
 
 def test_a_session_blip_is_never_recovered_within_its_window() -> None:

@@ -1,5 +1,6 @@
 """Two live servers for the MCP tests, started once per run.
 
+Both pin SPEC's detector, whose numbers they shrink.
 `steady`: SPEC's lease durations (minutes), a fast monitor and a short
 suspect window, for lifecycles, touches, session closes and bad arguments.
 `brisk`: a lease with at most one progress report lasts 1.5 s (+0.5 s grace),
@@ -40,6 +41,7 @@ def steady(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         tmp_path_factory,
         "steady",
         {
+            "TENURE_DETECTOR_POLICY": "spec",
             "TENURE_MONITOR_INTERVAL": str(STEADY_MONITOR_INTERVAL),
             "TENURE_LEASE_SUSPECT_AFTER_CLOSE": str(SUSPECT_AFTER_CLOSE),
         },
@@ -52,6 +54,7 @@ def brisk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         tmp_path_factory,
         "brisk",
         {
+            "TENURE_DETECTOR_POLICY": "spec",
             "TENURE_MONITOR_INTERVAL": str(BRISK_MONITOR_INTERVAL),
             # Unproven (no report) and working (one report) leases: 1.5 s + 0.5 s grace.
             "TENURE_LEASE_PHASE1_LEASE": str(BRISK_LEASE),

@@ -29,8 +29,9 @@ import httpx
 ADMIN_TOKEN = re.compile(r"tnr_admin_[A-Za-z0-9_-]+")
 
 #: Settings for tests that watch leases expire: every phase 2 s, grace 0.5 s,
-#: a monitor pass every 0.1 s.
+#: a monitor pass every 0.1 s; SPEC's detector, whose phases these are.
 SHORT_LEASES: dict[str, str] = {
+    "TENURE_DETECTOR_POLICY": "spec",
     **{f"TENURE_LEASE_PHASE{n}_LEASE": "2" for n in (1, 2, 3, 4)},
     **{f"TENURE_LEASE_PHASE{n}_GRACE": "0.5" for n in (1, 2, 3, 4)},
     "TENURE_LEASE_DEFAULT_LEASE": "2",

@@ -17,10 +17,14 @@ import pytest
 from tenure.auth import ADMIN, Caller, Role
 from tenure.clock import FakeClock
 from tenure.core.decisions import Report
-from tenure.core.policy import Policy
+from tenure.core.policy import DetectorPolicy, Policy
 from tenure.monitor import EvidenceSource, Monitor
 from tenure.service import Coordinator, Options
 from tenure.store.base import Store
+
+#: The policy a World runs unless told otherwise: SPEC's detector, because the
+#: service tests check SPEC's numbers (progressive phases, the 30 s window).
+SPEC_POLICY = Policy(detector=DetectorPolicy(kind="spec"))
 
 
 class CountingSink:
@@ -127,7 +131,7 @@ async def make_world(
     clock = FakeClock()
     store = await open_store(kind, tmp_path, clock)
     sink = CountingSink()
-    coordinator = Coordinator(store, policy or Policy(), options or Options(), sink)
+    coordinator = Coordinator(store, policy or SPEC_POLICY, options or Options(), sink)
     monitor = Monitor(coordinator, interval=10.0, evidence=evidence)
     return World(store, clock, coordinator, monitor, sink)
 
