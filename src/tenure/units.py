@@ -77,9 +77,9 @@ def write(tx: Tx, change: Change, effects: Effects | None = None) -> None:
         task_id = change.task.id if change.task else change.lease.task_id if change.lease else None
         if task_id is not None:
             for body in change.comments:
-                tx.add_comment(Comment(board_id, task_id, tx.now, TENURE_AUTHOR, body))
+                tx.queue_comment(Comment(board_id, task_id, tx.now, TENURE_AUTHOR, body))
         for kind, payload in change.hooks:
-            tx.enqueue_hook(str(kind), board_id, payload, hook_key(str(kind), board_id, payload))
+            tx.queue_hook(str(kind), board_id, payload, hook_key(str(kind), board_id, payload))
     if effects is not None:
         effects.add(change)
 

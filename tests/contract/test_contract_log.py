@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from contract_records import BOARD, at, board, seed, task
 
+from tenure.core.errors import Conflict
 from tenure.core.model import Comment, Event, EventType
 
 
@@ -212,3 +213,55 @@ async def test_queued_events_commit_with_the_unit_of_work_and_vanish_with_it(sto
         ("lease.renewed", {"progress": 10}),
         ("lease.extended", {"reason": "x"}),
     ]
+
+
+async def test_queued_comments_and_hooks_commit_with_the_unit_and_vanish_with_it(
+    store: Any,
+) -> None:
+    """`queue_comment` / `queue_hook` (PostgreSQL sends them with the next round
+    trip): kept exactly as `add_comment` / `enqueue_hook`, and only on commit."""
+    await store.run(seed(board(), task("t1")))
+    note = Comment(BOARD, "t1", at(1), "tenure", "[tenure:recovered] queued")
+
+    def queue_then_fail(tx: Any) -> None:
+        tx.queue_comment(note)
+        tx.queue_hook("lease.recovered", BOARD, {"task_id": "t1"}, "k-queued")
+        raise RuntimeError("the unit of work fails after queueing")
+
+    with pytest.raises(RuntimeError):
+        await store.run(queue_then_fail)
+    assert await store.read(lambda tx: tx.comments(BOARD, "t1")) == []
+    assert await store.run(lambda tx: tx.due_hooks(tx.now, 10)) == []
+
+    def queue_twice(tx: Any) -> None:
+        tx.queue_comment(note)
+        tx.queue_hook("lease.recovered", BOARD, {"task_id": "t1"}, "k-queued")
+        tx.queue_hook("lease.recovered", BOARD, {"task_id": "t1", "again": True}, "k-queued")
+
+    await store.run(queue_twice)
+    (kept,) = await store.read(lambda tx: tx.comments(BOARD, "t1"))
+    assert (kept.at, kept.author, kept.body) == (at(1), "tenure", "[tenure:recovered] queued")
+    (row,) = await store.run(lambda tx: tx.due_hooks(tx.now, 10))
+    assert (row.kind, row.payload, row.idempotency_key) == (
+        "lease.recovered",
+        {"task_id": "t1"},
+        "k-queued",
+    )
+
+
+async def test_a_failed_statement_after_queued_writes_keeps_none_of_them(store: Any) -> None:
+    """A queued write travels with a later statement; when that one fails the
+    whole unit is refused and nothing of it is kept."""
+    await store.run(seed(board(), task("t1")))
+
+    def queue_then_conflict(tx: Any) -> None:
+        tx.queue_comment(Comment(BOARD, "t1", at(1), "tenure", "lost with the unit"))
+        tx.queue_event(Event(EventType.LEASE_RENEWED, BOARD, at(1), "t1", "a1", 1, {}))
+        tx.bump(BOARD, "revivals")
+        tx.insert_task(task("t1"))  # a duplicate: Conflict
+
+    with pytest.raises(Conflict):
+        await store.run(queue_then_conflict)
+    assert await store.read(lambda tx: tx.comments(BOARD, "t1")) == []
+    assert await store.events_after(0) == []
+    assert await store.read(lambda tx: tx.counters(BOARD)) == {}

@@ -215,3 +215,13 @@ async def test_tx_now_is_the_store_clock_read_once(store: Any, clock: Any) -> No
     first, second = await store.run(twice)
     assert first == second == at(90)
     assert first.utcoffset() is not None and first.utcoffset().total_seconds() == 0
+
+
+async def test_mark_seen_sets_last_seen_alone_and_ignores_a_deleted_agent(store: Any) -> None:
+    await store.run(seed(board(), agent("a1", name="first")))
+    await store.run(lambda tx: tx.mark_seen(BOARD, "a1", at(30)))
+    got = await store.read(lambda tx: tx.get_agent(BOARD, "a1"))
+    assert got == agent("a1", name="first", last_seen_at=at(30))
+    await store.run(lambda tx: tx.delete_agent(BOARD, "a1"))
+    await store.run(lambda tx: tx.mark_seen(BOARD, "a1", at(40)))  # nothing to mark
+    assert await store.read(lambda tx: tx.get_agent(BOARD, "a1")) is None

@@ -94,6 +94,9 @@ class Tx(Protocol):
 
     def update_agent(self, agent: Agent) -> None: ...
 
+    def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
+        """Set the agent's `last_seen_at` alone (an agent deleted meanwhile: nothing)."""
+
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None: ...
 
     def agent_by_token_hash(self, token_hash: str) -> Agent | None: ...
@@ -164,6 +167,10 @@ class Tx(Protocol):
 
     def add_comment(self, comment: Comment) -> int: ...
 
+    def queue_comment(self, comment: Comment) -> None:
+        """`add_comment` when the id is not needed (PostgreSQL sends it with the
+        next round trip)."""
+
     def comments(self, board_id: str, task_id: str) -> list[Comment]: ...
 
     def bump(self, board_id: str, counter: str, by: int = 1) -> None: ...
@@ -173,6 +180,11 @@ class Tx(Protocol):
     def enqueue_hook(
         self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
     ) -> int: ...
+
+    def queue_hook(
+        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
+    ) -> None:
+        """`enqueue_hook` when the row id is not needed."""
 
     def due_hooks(self, now: datetime, limit: int) -> list[OutboxRow]:
         """Undelivered rows whose next attempt is due, locked (SKIP LOCKED)."""
@@ -214,10 +226,13 @@ class Store(Protocol):
 
     dialect: str
 
-    async def run(self, fn: Callable[[Tx], T]) -> T:
+    async def run(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
         """Run `fn` in one transaction; commit if it returns, roll back if it raises.
 
-        A database that cannot be reached raises `StoreUnavailable`.
+        `quick` says `fn` is a few statements on indexed rows (an agent's
+        call): SQLite may then run it on the calling thread when its writer
+        is idle, sparing two thread hops. A database that cannot be reached
+        raises `StoreUnavailable`.
         """
 
     async def read(self, fn: Callable[[Tx], T]) -> T:

@@ -20,9 +20,9 @@ usable, as it is on SQLite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -32,6 +32,8 @@ from tenure.core.model import Agent, Board, Comment, Event, Lease, StoredEvent, 
 from tenure.store import rows
 from tenure.store.base import ClaimFilter, OutboxRow, TransientFailure
 from tenure.store.postgres_upkeep import PostgresUpkeep
+
+T = TypeVar("T")
 
 #: The channel every event-appending transaction notifies, with the new id.
 EVENTS_CHANNEL = "tenure_events"
@@ -170,14 +172,27 @@ def _diag(exc: psycopg.Error) -> dict[str, Any]:
 class PostgresTx(PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], now: datetime, shard: int) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        now: datetime | psycopg.Cursor[Any],
+        shard: int,
+        pipeline: psycopg.Pipeline | None = None,
+    ) -> None:
         self._conn = conn
         self._cur = conn.cursor()
-        self._now = now
+        # A datetime, or (in pipeline mode) the cursor of the queued clock
+        # read, fetched when `now` is first asked for.
+        self._now_source = now
+        self._now: datetime | None = now if isinstance(now, datetime) else None
+        self._pipeline = pipeline
         self._shard = shard
         self._locked_events = False
         self._pending_counts: dict[tuple[str, str], int] = {}
         self._pending_events: list[Event] = []
+        #: Whether the database answered anything yet (in pipeline mode, BEGIN
+        #: is sent with the first statement; see `PostgresStore._pipelined`).
+        self.answered = pipeline is None
         #: The first statement failure (the PostgreSQL transaction is aborted).
         self.failure: TenureError | None = None
         #: The highest event id appended (0: none).
@@ -186,18 +201,63 @@ class PostgresTx(PostgresUpkeep):
     @property
     def now(self) -> datetime:
         """The transaction's one moment, read at BEGIN."""
+        if self._now is None:
+            source = self._now_source
+            assert not isinstance(source, datetime)
+            row = self._fetch(source.fetchone)
+            assert row is not None
+            now = rows.decode_time(row[0])
+            assert now is not None
+            self._now = now
         return self._now
 
     # plumbing --------------------------------------------------------------
+    #
+    # In pipeline mode (see `PostgresStore`) a statement is sent when its
+    # answer is needed: a read when its rows are fetched, a write whose row
+    # count decides something at once (`_exec` syncs), and the writes nothing
+    # waits for (`_later`) only with the next of those, or with COMMIT. A
+    # failure of a statement sent that way is raised by the next sync, and
+    # aborts the transaction as any failure does.
 
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def _exec(
+        self, sql: str, params: Sequence[Any] = (), *, sync: bool = True
+    ) -> psycopg.Cursor[Any]:
         if self.failure is not None:
             # PostgreSQL ignores everything after a failure; say why at once.
             raise self.failure
         try:
-            return self._cur.execute(sql, params)
+            cur = self._cur.execute(sql, params)
+            if sync and self._pipeline is not None:
+                self._pipeline.sync()
+                self.answered = True
+            return cur
         except psycopg.Error as exc:
             self._fail(exc)
+
+    def _later(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Send a write whose answer nothing waits for with the next round trip."""
+        if self._pipeline is None:
+            self._exec(sql, params)
+            return
+        if self.failure is not None:
+            raise self.failure
+        try:
+            # A cursor of its own: the shared one keeps the answer of the
+            # statement that will be fetched next.
+            self._conn.cursor().execute(sql, params)
+        except psycopg.Error as exc:
+            self._fail(exc)
+
+    def _fetch(self, fetch: Callable[[], T]) -> T:
+        if self.failure is not None:
+            raise self.failure
+        try:
+            result = fetch()
+        except psycopg.Error as exc:
+            self._fail(exc)
+        self.answered = True
+        return result
 
     def _fail(self, exc: psycopg.Error) -> NoReturn:
         err = translate(exc)
@@ -208,11 +268,13 @@ class PostgresTx(PostgresUpkeep):
         raise err from exc
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._exec(sql, params).fetchone()
+        cur = self._exec(sql, params, sync=False)
+        row: tuple[Any, ...] | None = self._fetch(cur.fetchone)
         return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        result: list[tuple[Any, ...]] = self._exec(sql, params).fetchall()
+        cur = self._exec(sql, params, sync=False)
+        result: list[tuple[Any, ...]] = self._fetch(cur.fetchall)
         return result
 
     def flush(self) -> None:
@@ -225,13 +287,14 @@ class PostgresTx(PostgresUpkeep):
             self._flush_counts()
         pending, self._pending_events = self._pending_events, []
         for event in pending:
-            self.append_event(event)
+            self._later(self._append_sql(), _event_params(event))
+            self._locked_events = True
 
     def _flush_counts(self) -> None:
         keys = sorted(self._pending_counts)
         values = [self._pending_counts[key] for key in keys]
         self._pending_counts = {}
-        self._exec(_SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
+        self._later(_SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
 
     # boards ----------------------------------------------------------------
 
@@ -278,6 +341,13 @@ class PostgresTx(PostgresUpkeep):
         values = rows.agent_to_row(agent, rows.keep_time)
         cur = self._exec(_SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
         _require_row(cur, f"agent {agent.id!r} of board {agent.board_id!r}")
+
+    def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
+        """Record the agent's latest call (an agent deleted meanwhile: nothing to mark)."""
+        self._later(
+            "UPDATE agents SET last_seen_at = %s WHERE board_id = %s AND id = %s",
+            (at, board_id, agent_id),
+        )
 
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
         row = self._one(
@@ -452,24 +522,15 @@ class PostgresTx(PostgresUpkeep):
         will commit next among appenders, so ids become visible in order and
         "everything after id N" never misses a lower id committed later.
         """
-        sql = _SQL_APPEND_EVENT if self._locked_events else _SQL_APPEND_FIRST_EVENT
-        row = self._one(
-            sql,
-            (
-                str(event.type),
-                event.board_id,
-                event.task_id,
-                event.agent_id,
-                event.epoch,
-                event.at,
-                rows.dump_json(event.data),
-            ),
-        )
+        row = self._one(self._append_sql(), _event_params(event))
         assert row is not None
         self._locked_events = True
         event_id = int(row[0])
         self.last_event_id = max(self.last_event_id, event_id)
         return event_id
+
+    def _append_sql(self) -> str:
+        return _SQL_APPEND_EVENT if self._locked_events else _SQL_APPEND_FIRST_EVENT
 
     def add_comment(self, comment: Comment) -> int:
         row = self._one(
@@ -479,6 +540,14 @@ class PostgresTx(PostgresUpkeep):
         )
         assert row is not None
         return int(row[0])
+
+    def queue_comment(self, comment: Comment) -> None:
+        """Add a comment whose id nobody needs: sent with the next round trip."""
+        self._later(
+            "INSERT INTO comments (board_id, task_id, at, author, body) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (comment.board_id, comment.task_id, comment.at, comment.author, comment.body),
+        )
 
     def comments(self, board_id: str, task_id: str) -> list[Comment]:
         found = self._all(
@@ -513,12 +582,23 @@ class PostgresTx(PostgresUpkeep):
             "INSERT INTO outbox (kind, board_id, payload, idempotency_key, next_attempt_at, "
             "created_at) VALUES (%s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (kind, board_id, rows.dump_json(payload), idempotency_key, self._now, self._now),
+            (kind, board_id, rows.dump_json(payload), idempotency_key, self.now, self.now),
         )
         if row is None:
             row = self._one("SELECT id FROM outbox WHERE idempotency_key = %s", (idempotency_key,))
             assert row is not None
         return int(row[0])
+
+    def queue_hook(
+        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
+    ) -> None:
+        """`enqueue_hook` whose row id nobody needs: sent with the next round trip."""
+        self._later(
+            "INSERT INTO outbox (kind, board_id, payload, idempotency_key, next_attempt_at, "
+            "created_at) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (idempotency_key) DO NOTHING",
+            (kind, board_id, rows.dump_json(payload), idempotency_key, self.now, self.now),
+        )
 
     def due_hooks(self, now: datetime, limit: int) -> list[OutboxRow]:
         """Undelivered rows whose next attempt is due, locked (SKIP LOCKED)."""
@@ -542,7 +622,7 @@ class PostgresTx(PostgresUpkeep):
             self._exec(
                 "UPDATE outbox SET attempts = attempts + 1, delivered_at = %s, last_error = %s "
                 "WHERE id = %s",
-                (self._now, error, row_id),
+                (self.now, error, row_id),
             )
         else:
             self._exec(
@@ -571,6 +651,18 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
 
 
 EVENT_SELECT = f"SELECT {_EVENTS} FROM events"
+
+
+def _event_params(event: Event) -> tuple[Any, ...]:
+    return (
+        str(event.type),
+        event.board_id,
+        event.task_id,
+        event.agent_id,
+        event.epoch,
+        event.at,
+        rows.dump_json(event.data),
+    )
 
 
 def _require_row(cur: psycopg.Cursor[Any], what: str) -> None:

@@ -230,6 +230,13 @@ class SqliteTx(SqliteUpkeep):
         cursor = self._exec(_AGENT_UPDATE, (*row[2:], row[0], row[1]), what)
         _require_row(cursor, what)
 
+    def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
+        self._exec(
+            "UPDATE agents SET last_seen_at = ? WHERE board_id = ? AND id = ?",
+            (encode_time(at), board_id, agent_id),
+            f"agent {agent_id!r} of board {board_id!r}",
+        )
+
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
         row = self._one(f"{_AGENT_SELECT} WHERE board_id = ? AND id = ?", (board_id, agent_id))
         return None if row is None else agent_from_row(row)
@@ -442,6 +449,14 @@ class SqliteTx(SqliteUpkeep):
                 "SELECT name, value FROM counters WHERE board_id = ? ORDER BY name", (board_id,)
             )
         return {row[0]: int(row[1]) for row in rows}
+
+    def queue_comment(self, comment: Comment) -> None:
+        self.add_comment(comment)
+
+    def queue_hook(
+        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
+    ) -> None:
+        self.enqueue_hook(kind, board_id, payload, idempotency_key)
 
     def enqueue_hook(
         self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
