@@ -115,7 +115,7 @@ def check(snapshot: Snapshot, ledger: Ledger) -> list[str]:
             elif before["ended_at"] > after["assigned_at"]:
                 problems.append(
                     f"{task}: epoch {before['epoch']} ended at {before['ended_at']}, after epoch "
-                    f"{after['epoch']} began at {after['assigned_at']}"
+                    f"{after['epoch']} began at {after['assigned_at']}: {before} {after}"
                 )
             if after["assigned_at"] < before["assigned_at"]:
                 problems.append(f"{task}: epoch {after['epoch']} began before {before['epoch']}")
@@ -146,7 +146,9 @@ def check(snapshot: Snapshot, ledger: Ledger) -> list[str]:
             if end is None:
                 problems.append(f"{task}: epoch {before} never ended, yet {after} began")
             elif end["at"] > starts[after]["at"] or end["id"] > starts[after]["id"]:
-                problems.append(f"{task}: epoch {before} ended after epoch {after} began")
+                problems.append(
+                    f"{task}: epoch {before} ended after epoch {after} began: {end} {starts[after]}"
+                )
         for epoch, start in starts.items():
             row = by_epoch.get((task, epoch))
             if row is None:
@@ -209,7 +211,9 @@ def check(snapshot: Snapshot, ledger: Ledger) -> list[str]:
         if event["at"] < row["assigned_at"] or (
             row["ended_at"] is not None and event["at"] > row["ended_at"]
         ):
-            problems.append(f"write event {event['id']} outside its lease's life")
+            problems.append(
+                f"write event {event['id']} outside its lease's life: {event} {dict(row)}"
+            )
         if event["type"] == "lease.renewed":
             sent = (event["agent_id"], event["task_id"], event["data"].get("progress"))
             if sent not in ledger.sent:
