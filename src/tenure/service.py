@@ -104,8 +104,10 @@ class Coordinator:
         self.admin = Admin(self)
 
     # ------------------------------------------------------------------ running
-    async def run(self, unit: Callable[[Tx, Effects], T]) -> T:
+    async def run(self, unit: Callable[[Tx, Effects], T], *, quick: bool = False) -> T:
         """Run `unit` in a transaction, retrying lost version races; then publish.
+
+        `quick`: an agent's call, a few indexed statements (see `Store.run`).
 
         A refusal that recorded something (a late note) is raised here, after
         its record committed.
@@ -113,7 +115,7 @@ class Coordinator:
         for _attempt in range(RACE_RETRIES):
             effects = Effects()
             try:
-                result = await self.store.run(partial(_with_effects, unit, effects))
+                result = await self.store.run(partial(_with_effects, unit, effects), quick=quick)
             except (RaceLost, TransientFailure):
                 # Nothing of the attempt was kept: read again and decide again.
                 await asyncio.sleep(0)
@@ -224,7 +226,7 @@ class Coordinator:
             and str(lease.end_reason)
             in {"lease_expired", "agent_disconnected", "validation_timeout", "unassigned"}
         ]
-        tx.update_agent(replace(agent, last_seen_at=now))
+        tx.mark_seen(agent.board_id, agent.id, now)
         book = held if held is not None else Held.read(tx, agent)
         notice: dict[str, Any] = {
             "leases": [lease_view(lease, now, self.policy) for lease in book.leases()]
@@ -304,7 +306,7 @@ class Coordinator:
             self._touch_others(tx, agent, effects, skip=None, held=held)
             return self._seen(tx, agent, held)
 
-        return await self.run(unit)
+        return await self.run(unit, quick=True)
 
     async def request_next_task(
         self, caller: Caller, *, worktree: str | None = None
@@ -331,7 +333,7 @@ class Coordinator:
                 return self._nothing(tx, agent, reason, held, book)
             return self._grant(tx, effects, agent, task, book)
 
-        return await self.run(unit)
+        return await self.run(unit, quick=True)
 
     async def assign(
         self, caller: Caller, board_id: str, task_id: str, agent_id: str
@@ -352,7 +354,7 @@ class Coordinator:
                 )
             return self._grant(tx, effects, agent, task)
 
-        return await self.run(unit)
+        return await self.run(unit, quick=True)
 
     def _grant(
         self, tx: Tx, effects: Effects, agent: Agent, task: Task, held: Held | None = None
@@ -396,7 +398,8 @@ class Coordinator:
                 lambda tx, subject, agent: rules.report(
                     subject, agent.id, report, tx.now, self.policy
                 ),
-            )
+            ),
+            quick=True,
         )
 
     async def heartbeat(
@@ -426,7 +429,7 @@ class Coordinator:
                 return merge(change, rules.extend_for_conflict(lease, tx.now, self.policy))
             return change
 
-        return await self.run(self._act(caller, task_id, decide))
+        return await self.run(self._act(caller, task_id, decide), quick=True)
 
     async def report_blocker(
         self, caller: Caller, task_id: str, description: str, severity: str = "medium"
@@ -440,7 +443,8 @@ class Coordinator:
                 lambda tx, subject, agent: rules.block(
                     subject, agent.id, tx.now, self.policy, reason=reason
                 ),
-            )
+            ),
+            quick=True,
         )
 
     async def release_task(self, caller: Caller, task_id: str, message: str = "") -> dict[str, Any]:
@@ -452,7 +456,8 @@ class Coordinator:
                 lambda tx, subject, agent: rules.release(
                     subject, agent.id, tx.now, self.policy, message=message
                 ),
-            )
+            ),
+            quick=True,
         )
 
     async def validation_result(
@@ -473,7 +478,8 @@ class Coordinator:
                     lambda tx, subject, agent: rules.validation_result(
                         subject, tx.now, self.policy, passed=passed, note=note, by_holder=True
                     ),
-                )
+                ),
+                quick=True,
             )
         if not caller.is_admin or board_id is None:
             raise Forbidden("a validation result comes from the holder or an admin")
@@ -493,7 +499,7 @@ class Coordinator:
                 "task": task_view(current, tx.now, self.policy),
             }
 
-        return await self.run(unit)
+        return await self.run(unit, quick=True)
 
     async def get_task_context(
         self, caller: Caller, task_id: str, board_id: str | None = None
@@ -534,7 +540,7 @@ class Coordinator:
                 answer["notice"] = notice
             return answer
 
-        return await self.run(unit)
+        return await self.run(unit, quick=True)
 
     def _board_scope(self, caller: Caller, board_id: str | None) -> str:
         """The board a non-agent caller may look at."""

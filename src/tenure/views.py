@@ -7,7 +7,7 @@ the shape lives here once.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tenure.core import lease as lease_rules
@@ -15,10 +15,26 @@ from tenure.core.handoff import is_visible
 from tenure.core.model import Agent, Board, Comment, Handoff, Lease, Task
 from tenure.core.policy import Policy
 
+#: Recently shown UTC moments (see `tenure.store.rows.encode_time`: the same
+#: lease times are shown again at every call). Bounded: emptied when full.
+_SHOWN: dict[datetime, str] = {}
+_SHOWN_MAX = 4096
+
 
 def iso(moment: datetime | None) -> str | None:
     """ISO-8601 text for a moment, or None."""
-    return moment.isoformat() if moment else None
+    if not moment:
+        return None
+    if moment.tzinfo is not UTC:
+        # Only UTC moments are remembered: equal instants in other zones
+        # would share an entry but not their text.
+        return moment.isoformat()
+    text = _SHOWN.get(moment)
+    if text is None:
+        if len(_SHOWN) >= _SHOWN_MAX:
+            _SHOWN.clear()
+        text = _SHOWN[moment] = moment.isoformat()
+    return text
 
 
 def lease_view(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:

@@ -6,7 +6,9 @@ SQLite store does it (the file, its schema, its locks and its indexes).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,86 @@ async def test_a_locked_database_is_unavailable_and_nothing_is_written(tmp_path:
     other.close()
     await store.run(lambda tx: tx.insert_board(board))
     assert await store.read(lambda tx: tx.list_boards()) == [board]
+    await store.close()
+
+
+async def test_a_quick_unit_runs_on_the_calling_thread_when_the_writer_is_idle(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "t.db", FakeClock())
+    board = Board("b1", "B", FakeClock().now())
+
+    def insert(tx: Any) -> int:
+        tx.insert_board(board)
+        return threading.get_ident()
+
+    assert await store.run(insert, quick=True) == threading.get_ident()
+    # Not quick: the writer thread, as ever.
+    assert await store.run(lambda tx: threading.get_ident()) != threading.get_ident()
+    assert await store.read(lambda tx: tx.list_boards()) == [board]
+    await store.close()
+
+
+async def test_a_quick_unit_waits_on_the_writer_thread_when_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """The file's write lock taken by another process: the quick unit does not
+    block the event loop waiting for it, it waits on the writer thread, and
+    commits once the lock is free."""
+    path = tmp_path / "t.db"
+    store = await SqliteStore.open(path, FakeClock(), busy_timeout_ms=10_000)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    board = Board("b1", "B", FakeClock().now())
+    where: list[int] = []
+
+    def insert(tx: Any) -> None:
+        where.append(threading.get_ident())
+        tx.insert_board(board)
+
+    pending = asyncio.create_task(store.run(insert, quick=True))
+    # The event loop is free meanwhile (this line runs), and the unit waits.
+    done, _ = await asyncio.wait({pending}, timeout=0.3)
+    assert not done
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(pending, timeout=10)
+    assert where and where[-1] != threading.get_ident()
+    assert await store.read(lambda tx: tx.list_boards()) == [board]
+    # The writer waits for the lock again on its own thread, and runs inline when idle.
+    assert await store.run(lambda tx: threading.get_ident(), quick=True) == threading.get_ident()
+    await store.close()
+
+
+async def test_a_quick_unit_queues_behind_a_busy_writer_and_commits_in_order(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "t.db", FakeClock())
+    release = threading.Event()
+    order: list[str] = []
+
+    def slow(tx: Any) -> None:
+        release.wait(10)
+        order.append("slow")
+        tx.insert_board(Board("b1", "B", tx.now))
+
+    def quick(tx: Any) -> int:
+        order.append("quick")
+        tx.insert_board(Board("b2", "B", tx.now))
+        return threading.get_ident()
+
+    first = asyncio.create_task(store.run(slow))
+    await asyncio.sleep(0)  # let it reach the writer thread
+    while not store._draining:
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(store.run(quick, quick=True))
+    done, _ = await asyncio.wait({second}, timeout=0.2)
+    assert not done  # the writer is busy: the quick unit waits its turn
+    release.set()
+    await first
+    assert await second != threading.get_ident()
+    assert order == ["slow", "quick"]
+    assert [b.id for b in await store.read(lambda tx: tx.list_boards())] == ["b1", "b2"]
     await store.close()
 
 

@@ -43,6 +43,13 @@ _EMPTY_LIST = "[]"
 # times -----------------------------------------------------------------------
 
 
+#: Recently encoded moments: a lease's times repeat from one write of it to
+#: the next (assigned at, last progress...), and formatting is a good part of
+#: a renewal's cost. Bounded: emptied when full.
+_ENCODED: dict[datetime, str] = {}
+_ENCODED_MAX = 4096
+
+
 def encode_time(moment: datetime | None) -> str | None:
     """ISO text in UTC, always with microseconds and "+00:00".
 
@@ -51,11 +58,21 @@ def encode_time(moment: datetime | None) -> str | None:
     """
     if moment is None:
         return None
+    # Equal aware datetimes are the same instant, whatever their zones, and
+    # encode to the same UTC text; a naive one is never stored here.
+    text = _ENCODED.get(moment)
+    if text is not None:
+        return text
+    utc = moment
     if moment.tzinfo is not UTC:
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise InvalidInput("refusing to store a naive datetime (its zone is unknown)")
-        moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")
+        utc = moment.astimezone(UTC)
+    text = utc.isoformat(timespec="microseconds")
+    if len(_ENCODED) >= _ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[moment] = text
+    return text
 
 
 def keep_time(moment: datetime | None) -> datetime | None:

@@ -86,6 +86,7 @@ class SqliteStore:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="tenure-sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="tenure-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
+        self._writer_busy_ms = busy_timeout_ms
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -211,13 +212,16 @@ class SqliteStore:
 
     # units of work --------------------------------------------------------------
 
-    def _run_sync(self, fn: Callable[[SqliteTx], T]) -> tuple[T, int]:
+    def _run_sync(self, fn: Callable[[SqliteTx], T], *, wait: bool = True) -> tuple[T, int]:
         conn = self._writer
         if conn is None:
             raise StoreUnavailable("the SQLite store is closed")
+        self._wait_for_lock(conn, wait)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                raise _WriteLockTaken from exc
             raise translate_error(exc) from exc
         tx = SqliteTx(conn, self.clock.now())
         try:
@@ -230,8 +234,14 @@ class SqliteStore:
             raise
         return result, tx.last_event_id
 
-    async def run(self, fn: Callable[[SqliteTx], T]) -> T:
-        """Run `fn` in one write transaction on the writer thread.
+    async def run(self, fn: Callable[[SqliteTx], T], *, quick: bool = False) -> T:
+        """Run `fn` in one write transaction on the writer connection.
+
+        A `quick` unit (see `Store.run`) finding the writer idle runs at once
+        on the calling thread (the event loop's): the two thread hops it
+        saves cost more than the unit itself. It never waits for the file's
+        write lock there: if another process holds it, the unit goes to the
+        writer thread like any other.
 
         Group commit: units submitted while the writer is busy wait in a queue
         and the writer runs the queue (up to GROUP_MAX) in ONE transaction,
@@ -245,6 +255,13 @@ class SqliteStore:
         finishes (committed or rolled back) on the writer thread.
         """
         self._check_open()
+        if quick:
+            done = self._run_inline(fn)
+            if done is not None:
+                result, last_event_id = done
+                if last_event_id:
+                    self._events_committed(last_event_id)
+                return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[T, int]] = loop.create_future()
         with self._pending_lock:
@@ -257,6 +274,26 @@ class SqliteStore:
         if last_event_id:
             self._events_committed(last_event_id)
         return result
+
+    def _run_inline(self, fn: Callable[[SqliteTx], T]) -> tuple[T, int] | None:
+        """Run `fn` on this thread if the writer is idle; None if it is not
+        (busy with other units, or the file locked by another process)."""
+        with self._pending_lock:
+            if self._draining or self._pending or self._writer is None:
+                return None
+            self._draining = True  # the writer connection is ours meanwhile
+        try:
+            return self._run_sync(fn, wait=False)
+        except _WriteLockTaken:
+            return None
+        finally:
+            with self._pending_lock:
+                self._draining = False
+                start = bool(self._pending)
+                if start:
+                    self._draining = True
+            if start:
+                self._writer_pool.submit(self._drain, asyncio.get_running_loop())
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the writer thread: run the queued units, a group at a time."""
@@ -288,6 +325,14 @@ class SqliteStore:
                 for (_, future), outcome in zip(group, self._run_group(group), strict=True):
                     _deliver(loop, future, outcome)
 
+    def _wait_for_lock(self, conn: sqlite3.Connection, wait: bool) -> None:
+        """Let BEGIN IMMEDIATE wait for another process's write lock (up to
+        the busy timeout), or fail at once when the event loop is running it."""
+        timeout = self._busy_timeout_ms if wait else 0
+        if timeout != self._writer_busy_ms:
+            conn.execute(f"PRAGMA busy_timeout = {timeout}")
+            self._writer_busy_ms = timeout
+
     def _run_group(
         self, group: list[tuple[Callable[[SqliteTx], Any], asyncio.Future[Any]]]
     ) -> list[tuple[bool, Any]]:
@@ -296,6 +341,7 @@ class SqliteStore:
         if conn is None:
             return [(False, StoreUnavailable("the SQLite store is closed")) for _ in group]
         try:
+            self._wait_for_lock(conn, True)
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [(False, translate_error(exc)) for _ in group]
@@ -437,6 +483,10 @@ class SqliteStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _WriteLockTaken(Exception):
+    """Another process holds the file's write lock (and the caller would not wait)."""
 
 
 def _close_writer(conn: sqlite3.Connection) -> None:
