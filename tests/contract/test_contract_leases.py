@@ -129,6 +129,31 @@ async def test_live_leases_of_an_agent_and_of_a_board(store: Any) -> None:
     ]
 
 
+async def test_a_batch_of_tasks_and_their_live_leases_is_read_at_once(store: Any) -> None:
+    """`lock_tasks` / `live_leases_of_tasks` (the monitor's batch reads): keyed by
+    (board, task), across boards, leaving out what does not exist or is not live."""
+    await store.run(seed(board(), board("b2"), agent("a1"), agent("a1", "b2")))
+    await store.run(seed(task("t1"), task("t2"), task("t3"), task("t1", "b2")))
+    await store.run(
+        seed(
+            lease("t1", "a1"),
+            lease("t2", "a1", ended_at=at(3), end_reason=EndReason.RELEASED),
+            lease("t1", "a1", board_id="b2"),
+        )
+    )
+    keys = [("b1", "t1"), ("b1", "t2"), ("b1", "t3"), ("b1", "ghost"), ("b2", "t1")]
+    tasks = await store.run(lambda tx: tx.lock_tasks(keys))
+    assert tasks == {
+        ("b1", "t1"): task("t1"),
+        ("b1", "t2"): task("t2"),
+        ("b1", "t3"): task("t3"),
+        ("b2", "t1"): task("t1", "b2"),
+    }
+    live = await store.run(lambda tx: tx.live_leases_of_tasks(keys))
+    assert live == {("b1", "t1"): lease("t1", "a1"), ("b2", "t1"): lease("t1", "a1", board_id="b2")}
+    assert await store.run(lambda tx: (tx.lock_tasks([]), tx.live_leases_of_tasks([]))) == ({}, {})
+
+
 async def test_last_lease_of_is_the_agents_latest_live_or_ended(store: Any) -> None:
     await _with_tasks(store, "t1")
     await store.run(

@@ -115,6 +115,10 @@ class Tx(Protocol):
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row on PostgreSQL."""
 
+    def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
+        """The tasks named by (board id, task id), locked until the transaction
+        ends (PostgreSQL: FOR UPDATE, taken in key order); missing ones are left out."""
+
     def list_tasks(
         self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
     ) -> list[Task]: ...
@@ -146,6 +150,9 @@ class Tx(Protocol):
     def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]: ...
 
     def live_leases(self, board_id: str | None = None) -> list[Lease]: ...
+
+    def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
+        """The live lease of each task named by (board id, task id) that has one."""
 
     def due_leases(self, now: datetime, limit: int) -> list[Lease]:
         """Live leases whose recover_after <= now, oldest first, through the index."""

@@ -190,6 +190,8 @@ class PostgresTx(PostgresUpkeep):
         self._locked_events = False
         self._pending_counts: dict[tuple[str, str], int] = {}
         self._pending_events: list[Event] = []
+        # Writes sent later whose row count must still be checked: (cursor, what).
+        self._checks: list[tuple[psycopg.Cursor[Any], str]] = []
         #: Whether the database answered anything yet (in pipeline mode, BEGIN
         #: is sent with the first statement; see `PostgresStore._pipelined`).
         self.answered = pipeline is None
@@ -231,23 +233,47 @@ class PostgresTx(PostgresUpkeep):
             if sync and self._pipeline is not None:
                 self._pipeline.sync()
                 self.answered = True
+                self._verify()
             return cur
         except psycopg.Error as exc:
             self._fail(exc)
 
-    def _later(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Send a write whose answer nothing waits for with the next round trip."""
+    def _later(self, sql: str, params: Sequence[Any] = (), *, require: str = "") -> None:
+        """Send a write whose answer nothing waits for with the next round trip.
+
+        With `require` (what the row is), the write must touch a row: that is
+        checked once its answer is in, at the next sync, and before COMMIT.
+        """
         if self._pipeline is None:
-            self._exec(sql, params)
+            cur = self._exec(sql, params)
+            if require:
+                _require_row(cur, require)
             return
         if self.failure is not None:
             raise self.failure
         try:
             # A cursor of its own: the shared one keeps the answer of the
             # statement that will be fetched next.
-            self._conn.cursor().execute(sql, params)
+            cur = self._conn.cursor().execute(sql, params)
         except psycopg.Error as exc:
             self._fail(exc)
+        if require:
+            self._checks.append((cur, require))
+
+    def _verify(self) -> None:
+        """Check the row counts of the writes sent later, now answered."""
+        checks, self._checks = self._checks, []
+        for cur, what in checks:
+            _require_row(cur, what)
+
+    def _settle(self) -> None:
+        """Have every write sent later answered and checked (before COMMIT)."""
+        if self._checks and self._pipeline is not None:
+            try:
+                self._pipeline.sync()
+            except psycopg.Error as exc:
+                self._fail(exc)
+            self._verify()
 
     def _fetch(self, fetch: Callable[[], T]) -> T:
         if self.failure is not None:
@@ -257,6 +283,9 @@ class PostgresTx(PostgresUpkeep):
         except psycopg.Error as exc:
             self._fail(exc)
         self.answered = True
+        if self._checks:
+            # The fetch answered everything sent before it.
+            self._verify()
         return result
 
     def _fail(self, exc: psycopg.Error) -> NoReturn:
@@ -283,6 +312,7 @@ class PostgresTx(PostgresUpkeep):
         transactions never deadlock on them), then the queued events (last,
         so the events lock is held only until the commit that follows).
         """
+        self._settle()
         if self._pending_counts:
             self._flush_counts()
         pending, self._pending_events = self._pending_events, []
@@ -383,8 +413,11 @@ class PostgresTx(PostgresUpkeep):
     def update_task(self, task: Task) -> None:
         """Write every field of `task`."""
         values = rows.task_to_row(task, rows.keep_time)
-        cur = self._exec(_SQL_UPDATE_TASK, (*values[2:], task.board_id, task.id))
-        _require_row(cur, f"task {task.id!r} of board {task.board_id!r}")
+        self._later(
+            _SQL_UPDATE_TASK,
+            (*values[2:], task.board_id, task.id),
+            require=f"task {task.id!r} of board {task.board_id!r}",
+        )
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row until the transaction ends."""
@@ -393,6 +426,17 @@ class PostgresTx(PostgresUpkeep):
             f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND id = %s{lock}", (board_id, task_id)
         )
         return None if row is None else rows.task_from_row(row)
+
+    def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
+        if not keys:
+            return {}
+        found = self._all(
+            f"SELECT {_TASKS} FROM tasks WHERE (board_id, id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY board_id, id FOR UPDATE",
+            ([board for board, _ in keys], [task for _, task in keys]),
+        )
+        tasks = (rows.task_from_row(row) for row in found)
+        return {(task.board_id, task.id): task for task in tasks}
 
     def list_tasks(
         self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
@@ -494,6 +538,16 @@ class PostgresTx(PostgresUpkeep):
         if board_id is None:
             return self._leases("ended_at IS NULL", (), "ORDER BY board_id, task_id")
         return self._leases("board_id = %s AND ended_at IS NULL", (board_id,), "ORDER BY task_id")
+
+    def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
+        if not keys:
+            return {}
+        found = self._leases(
+            "ended_at IS NULL AND (board_id, task_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([board for board, _ in keys], [task for _, task in keys]),
+        )
+        return {(lease.board_id, lease.task_id): lease for lease in found}
 
     def due_leases(self, now: datetime, limit: int) -> list[Lease]:
         """Live leases whose recover_after <= now, oldest first, through the index."""

@@ -272,6 +272,12 @@ class SqliteTx(SqliteUpkeep):
         row = self._one(f"{_TASK_SELECT} WHERE board_id = ? AND id = ?", (board_id, task_id))
         return None if row is None else task_from_row(row)
 
+    def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
+        # One indexed lookup each: statements cost no round trip here, and the
+        # write lock is held already.
+        found = {key: self.get_task(*key) for key in keys}
+        return {key: task for key, task in found.items() if task is not None}
+
     def list_tasks(
         self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
     ) -> list[Task]:
@@ -349,6 +355,10 @@ class SqliteTx(SqliteUpkeep):
             (board_id, agent_id),
         )
         return [lease_from_row(row) for row in rows]
+
+    def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
+        found = {key: self.live_lease(*key) for key in keys}
+        return {key: lease for key, lease in found.items() if lease is not None}
 
     def live_leases(self, board_id: str | None = None) -> list[Lease]:
         if board_id is None:
