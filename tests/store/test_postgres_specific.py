@@ -80,6 +80,11 @@ async def _open(stores: list[PostgresStore], dsn: str, **options: Any) -> Postgr
     return store
 
 
+def _only(task: Task | None) -> Task:
+    assert task is not None
+    return task
+
+
 def _board_with_tasks(count: int, agents: int = 0) -> Callable[[Tx], None]:
     def unit(tx: Tx) -> None:
         tx.insert_board(Board(id=BOARD, name="Board", created_at=tx.now))
@@ -115,6 +120,45 @@ def _lease(task_id: str, now: datetime, recover_in: timedelta) -> Lease:
 
 
 # (a) clock skew --------------------------------------------------------------------
+
+
+async def test_a_unit_that_reads_a_row_written_after_it_began_takes_the_later_time(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    """READ COMMITTED shows a unit rows committed after its BEGIN; its `now` then
+    moves up to the write time it read, so nothing it stamps comes before what
+    it acts on (a claim before the recovery it claims, say)."""
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(1))
+    started, go_on = threading.Event(), threading.Event()
+
+    def slow(tx: Tx) -> tuple[datetime, datetime, datetime]:
+        begun = tx.now
+        started.set()
+        go_on.wait(10)
+        task = tx.get_task(BOARD, "t000")
+        assert task is not None
+        return begun, task.updated_at, tx.now
+
+    pending = asyncio.ensure_future(store.run(slow))
+    assert await asyncio.to_thread(started.wait, 10)
+
+    def write_later(tx: Tx) -> datetime:
+        task = tx.get_task(BOARD, "t000", for_update=True)
+        assert task is not None
+        tx.update_task(replace(task, title="changed", updated_at=tx.now))
+        return tx.now
+
+    written_at = await store.run(write_later)
+    go_on.set()
+    begun, seen, moved_to = await pending
+    assert begun < written_at == seen == moved_to
+    # A time beyond the reach of a race (a clock problem) does not move it.
+    far = written_at + timedelta(minutes=10)
+    await store.run(
+        lambda tx: tx.update_task(replace(_only(tx.get_task(BOARD, "t000")), updated_at=far))
+    )
+    assert await store.run(lambda tx: (tx.get_task(BOARD, "t000"), tx.now)[1]) < far
 
 
 async def test_servers_with_clocks_ten_minutes_apart_judge_expiry_identically(

@@ -333,7 +333,7 @@ class PostgresStore:
         shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
         if self._clock is None:
             clock_read = conn.execute("SELECT transaction_timestamp()")
-            return PostgresTx(conn, clock_read, shard, pipeline)
+            return PostgresTx(conn, clock_read, shard, pipeline, causal=True)
         return PostgresTx(conn, _utc(self._clock.now()), shard, pipeline)
 
     def _getconn(self) -> psycopg.Connection[Any]:
@@ -359,7 +359,7 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise _translated(exc) from exc
         shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
-        return PostgresTx(conn, _utc(now), shard)
+        return PostgresTx(conn, _utc(now), shard, causal=self._clock is None)
 
     def _commit(self, conn: psycopg.Connection[Any]) -> None:
         try:

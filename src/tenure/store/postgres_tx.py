@@ -21,7 +21,7 @@ usable, as it is on SQLite.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
@@ -40,6 +40,9 @@ EVENTS_CHANNEL = "tenure_events"
 #: Advisory lock taken by every transaction that appends events, held to its
 #: commit: event ids then become visible in id order (see `append_event`).
 EVENTS_LOCK_KEY = 0x74656E7572650001
+#: How far past a transaction's start a write time read from a row may move
+#: its `now` (see `PostgresTx.now`): a race lasts moments, not minutes.
+CAUSAL_REACH = timedelta(seconds=30)
 #: Counter rows per (board, name); each connection bumps its own shard.
 COUNTER_SHARDS = 16
 
@@ -178,6 +181,8 @@ class PostgresTx(PostgresUpkeep):
         now: datetime | psycopg.Cursor[Any],
         shard: int,
         pipeline: psycopg.Pipeline | None = None,
+        *,
+        causal: bool = False,
     ) -> None:
         self._conn = conn
         self._cur = conn.cursor()
@@ -185,6 +190,10 @@ class PostgresTx(PostgresUpkeep):
         # read, fetched when `now` is first asked for.
         self._now_source = now
         self._now: datetime | None = now if isinstance(now, datetime) else None
+        # With the database's clock: the latest write time seen in rows read
+        # (see `now`); None until one is later than the transaction's start.
+        self._causal = causal
+        self._seen_after: datetime | None = None
         self._pipeline = pipeline
         self._shard = shard
         self._locked_events = False
@@ -202,7 +211,16 @@ class PostgresTx(PostgresUpkeep):
 
     @property
     def now(self) -> datetime:
-        """The transaction's one moment, read at BEGIN."""
+        """The transaction's moment: its start on the database's clock, or
+        the latest write time in the rows it has read, if that is later.
+
+        Under READ COMMITTED a statement sees what committed before it ran,
+        so a unit may read a row written by a transaction that began after
+        its own BEGIN (it waited on a lock meanwhile, or was slow): a claim
+        of a task recovered an instant later, a recovery of a lease renewed
+        an instant later. Its times must not come before what it acts on,
+        or a new epoch would begin before the last one ended.
+        """
         if self._now is None:
             source = self._now_source
             assert not isinstance(source, datetime)
@@ -211,7 +229,40 @@ class PostgresTx(PostgresUpkeep):
             now = rows.decode_time(row[0])
             assert now is not None
             self._now = now
+        if self._seen_after is not None and self._seen_after > self._now:
+            return self._seen_after
         return self._now
+
+    def _saw(self, *moments: datetime | None) -> None:
+        """Note write times in rows just read (only with the database's clock).
+
+        Only times Tenure stamps with a transaction's own moment count, and
+        only up to CAUSAL_REACH past this one's start: anything further is a
+        clock problem, not a race, and must not drag every lease along.
+        """
+        if not self._causal:
+            return
+        self.now  # noqa: B018 - reads the start, if it is not in yet
+        start = self._now
+        assert start is not None
+        for moment in moments:
+            if (
+                moment is not None
+                and moment > start
+                and moment - start <= CAUSAL_REACH
+                and (self._seen_after is None or moment > self._seen_after)
+            ):
+                self._seen_after = moment
+
+    def _task(self, row: Sequence[Any]) -> Task:
+        task = rows.task_from_row(row)
+        self._saw(task.updated_at)
+        return task
+
+    def _lease(self, row: Sequence[Any]) -> Lease:
+        lease = rows.lease_from_row(row)
+        self._saw(lease.assigned_at, lease.last_renewed_at, lease.ended_at)
+        return lease
 
     # plumbing --------------------------------------------------------------
     #
@@ -425,7 +476,7 @@ class PostgresTx(PostgresUpkeep):
         row = self._one(
             f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND id = %s{lock}", (board_id, task_id)
         )
-        return None if row is None else rows.task_from_row(row)
+        return None if row is None else self._task(row)
 
     def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
         if not keys:
@@ -435,7 +486,7 @@ class PostgresTx(PostgresUpkeep):
             "(SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY board_id, id FOR UPDATE",
             ([board for board, _ in keys], [task for _, task in keys]),
         )
-        tasks = (rows.task_from_row(row) for row in found)
+        tasks = (self._task(row) for row in found)
         return {(task.board_id, task.id): task for task in tasks}
 
     def list_tasks(
@@ -450,7 +501,7 @@ class PostgresTx(PostgresUpkeep):
         if limit is not None:
             sql += " LIMIT %s"
             params.append(limit)
-        return [rows.task_from_row(row) for row in self._all(sql, params)]
+        return [self._task(row) for row in self._all(sql, params)]
 
     def delete_task(self, board_id: str, task_id: str) -> bool:
         cur = self._exec("DELETE FROM tasks WHERE board_id = %s AND id = %s", (board_id, task_id))
@@ -459,7 +510,7 @@ class PostgresTx(PostgresUpkeep):
     def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
         """`todo` tasks in claim order, locked; rows other claimers hold are skipped."""
         found = self._all(_SQL_CLAIM, (flt.board_id, flt.limit))
-        return [rows.task_from_row(row) for row in found]
+        return [self._task(row) for row in found]
 
     def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         """The status of each named task that exists."""
@@ -502,7 +553,7 @@ class PostgresTx(PostgresUpkeep):
 
     def _leases(self, where: str, params: Sequence[Any], tail: str = "") -> list[Lease]:
         found = self._all(f"SELECT {_LEASES} FROM leases WHERE {where} {tail}", params)
-        return [rows.lease_from_row(row) for row in found]
+        return [self._lease(row) for row in found]
 
     def live_lease(self, board_id: str, task_id: str) -> Lease | None:
         found = self._leases(
