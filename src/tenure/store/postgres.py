@@ -291,6 +291,7 @@ class PostgresStore:
         instant between the poll and the first statement.
         """
         tx: PostgresTx | None = None
+        committing = False
         try:
             with conn.pipeline() as pipeline:
                 tx = self._begin_later(conn, pipeline)
@@ -299,6 +300,8 @@ class PostgresStore:
                     if tx.failure is not None:
                         raise tx.failure
                     tx.flush()
+                    # From here a lost connection leaves the outcome unknown.
+                    committing = True
                     conn.execute("COMMIT")
                     pipeline.sync()
                 except BaseException:
@@ -307,7 +310,7 @@ class PostgresStore:
         except BaseException as exc:
             self._rollback(conn)
             unanswered = tx is None or not tx.answered
-            if unanswered and (conn.broken or conn.closed):
+            if unanswered and not committing and (conn.broken or conn.closed):
                 error = StoreUnavailable("a pooled connection was found dead")
                 if reads_only:
                     raise _StaleConnection(error) from exc
