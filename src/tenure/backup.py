@@ -61,8 +61,21 @@ def _record(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def _row(names: Sequence[str], record: dict[str, Any], what: str) -> list[Any]:
-    """A mapping back in column order (the row readers accept decoded JSON)."""
+#: Lease columns added after the export format was fixed, with the value a
+#: lease exported before them had: such an export still imports.
+_LEASE_COLUMNS_ADDED: dict[str, Any] = {
+    "last_call_at": None,
+    "signal_gaps": [],
+    "suspect_dropped": False,
+}
+
+
+def _row(
+    names: Sequence[str], record: dict[str, Any], what: str, added: dict[str, Any] | None = None
+) -> list[Any]:
+    """A mapping back in column order (the row readers accept decoded JSON);
+    `added` fills columns that exports made before them lack."""
+    record = {**(added or {}), **record}
     missing = [name for name in names if name not in record]
     if missing:
         raise InvalidInput(f"{what} lacks {', '.join(missing)}", details={"missing": missing})
@@ -163,7 +176,7 @@ def _parse(document: dict[str, Any]) -> tuple[Board, list[Agent], list[Task], li
             for record in document.get("tasks", [])
         ]
         leases = [
-            rows.lease_from_row(_row(rows.LEASE_COLUMNS, record, "a lease"))
+            rows.lease_from_row(_row(rows.LEASE_COLUMNS, record, "a lease", _LEASE_COLUMNS_ADDED))
             for record in document.get("leases", [])
         ]
     except (KeyError, TypeError, ValueError) as exc:

@@ -122,6 +122,37 @@ async def test_an_import_that_fails_part_way_writes_nothing(tmp_path: Path) -> N
         await target.store.close()
 
 
+async def test_an_export_from_before_the_newer_lease_columns_still_imports(
+    tmp_path: Path,
+) -> None:
+    """Exports made before migrations 0002/0003 (SQLite) lack `last_call_at`,
+    `signal_gaps` and `suspect_dropped`: the leases import with the values they
+    had then; a lease lacking an older column is still refused."""
+    world = await make_world("sqlite", tmp_path)
+    try:
+        await _busy_board(world)
+        exported = await export_board(world.store, "b1")
+    finally:
+        await world.store.close()
+    old = json.loads(json.dumps(exported))
+    for lease in old["leases"]:
+        for name in ("last_call_at", "signal_gaps", "suspect_dropped"):
+            lease.pop(name)
+    damaged = json.loads(json.dumps(old))
+    damaged["leases"][0].pop("expires_at")
+    (tmp_path / "target").mkdir()
+    target = await make_world("sqlite", tmp_path / "target")
+    try:
+        with pytest.raises(InvalidInput, match="lacks expires_at"):
+            await import_board(target.store, damaged)
+        await import_board(target.store, old)
+        leases = await target.store.read(lambda tx: tx.lease_history("b1", "T1"))
+        assert leases and all(not x.signal_gaps and not x.suspect_dropped for x in leases)
+        assert all(x.last_call_at is None for x in leases)
+    finally:
+        await target.store.close()
+
+
 def test_the_export_and_import_commands_move_a_board(tmp_path: Path) -> None:
     from tests.ops.test_upgrade import pg_url
     from tests.support.pg import empty_postgres_dsn
