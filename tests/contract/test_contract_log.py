@@ -221,7 +221,8 @@ async def test_queued_comments_and_hooks_commit_with_the_unit_and_vanish_with_it
     """`queue_comment` / `queue_hook` (PostgreSQL sends them with the next round
     trip): kept exactly as `add_comment` / `enqueue_hook`, and only on commit."""
     await store.run(seed(board(), task("t1")))
-    note = Comment(BOARD, "t1", at(1), "tenure", "[tenure:recovered] queued")
+    # Quotes, a percent sign and a placeholder-like text go through as written.
+    note = Comment(BOARD, "t1", at(1), "tenure", "[tenure:recovered] 50% it's %s 'done'; --")
 
     def queue_then_fail(tx: Any) -> None:
         tx.queue_comment(note)
@@ -240,7 +241,7 @@ async def test_queued_comments_and_hooks_commit_with_the_unit_and_vanish_with_it
 
     await store.run(queue_twice)
     (kept,) = await store.read(lambda tx: tx.comments(BOARD, "t1"))
-    assert (kept.at, kept.author, kept.body) == (at(1), "tenure", "[tenure:recovered] queued")
+    assert (kept.at, kept.author, kept.body) == (at(1), "tenure", note.body)
     (row,) = await store.run(lambda tx: tx.due_hooks(tx.now, 10))
     assert (row.kind, row.payload, row.idempotency_key) == (
         "lease.recovered",

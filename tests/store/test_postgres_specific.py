@@ -42,7 +42,6 @@ from tenure.core.model import (
     TaskStatus,
 )
 from tenure.store import migrate
-from tenure.store import postgres as postgres_module
 from tenure.store.base import Tx
 from tenure.store.postgres import (
     PostgresStore,
@@ -468,26 +467,6 @@ async def test_killed_connections_are_replaced_without_the_caller_noticing(
     assert await store.schema_version() == migrate.latest_version("postgres")
 
 
-async def test_a_connection_that_dies_as_a_pipelined_unit_starts_is_retried_or_refused_cleanly(
-    dsn: str, stores: list[PostgresStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The backend dies after the idle poll said its socket was quiet (forced
-    here: the real window is an instant). A read runs again on another
-    connection; a unit of work is refused as TransientFailure, safe to retry,
-    with nothing written."""
-    store = await _open(stores, dsn, min_size=2)
-    await store.run(_board_with_tasks(1))
-    monkeypatch.setattr(postgres_module, "_quiet", lambda conn: True)
-    _terminate_sessions(dsn)
-    assert [task.id for task in await store.read(lambda tx: tx.list_tasks(BOARD))] == ["t000"]
-    _terminate_sessions(dsn)
-    with pytest.raises(TransientFailure):
-        await store.run(_append())
-    assert await store.events_after(0) == []
-    await store.run(_append())
-    assert len(await store.events_after(0)) == 1
-
-
 async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_half_written(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
@@ -541,9 +520,7 @@ def _terminate_sessions(dsn: str) -> None:
         psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True
     ) as conn:
         # Wait (up to 5 s each) until the backends are gone, as after a
-        # restart: the pooled connections then died while idle. A backend
-        # killed in the instant a unit of work starts is another case (the
-        # unit gets TransientFailure; see PostgresStore._pipelined).
+        # restart: the pooled connections then died while idle.
         conn.execute(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import select
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -220,7 +219,7 @@ class PostgresStore:
 
     async def run(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
         """Run `fn` in one transaction on a worker thread; commit unless it raises."""
-        return await self._submit(self._run_sync, fn, False)
+        return await self._submit(self._run_sync, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run a read-only `fn` in one transaction.
@@ -228,7 +227,7 @@ class PostgresStore:
         Not declared READ ONLY: readers may still lock rows (`due_hooks`), and
         on PostgreSQL a reader does not block writers anyway.
         """
-        return await self._submit(self._run_sync, fn, True)
+        return await self._submit(self._run_sync, fn)
 
     async def _submit(self, call: Callable[..., T], *args: Any) -> T:
         if self._closed:
@@ -236,11 +235,11 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call, *args)
 
-    def _run_sync(self, fn: Callable[[Tx], T], reads_only: bool) -> T:
+    def _run_sync(self, fn: Callable[[Tx], T]) -> T:
         stale = 0
         while True:
             try:
-                return self._attempt(fn, reads_only)
+                return self._attempt(fn)
             except _StaleConnection as exc:
                 # A pooled connection died while idle (a server restart, a
                 # terminated backend). Nothing of `fn` ran: try another one;
@@ -249,11 +248,9 @@ class PostgresStore:
                 if stale > self._max_size:
                     raise exc.error from exc
 
-    def _attempt(self, fn: Callable[[Tx], T], reads_only: bool) -> T:
+    def _attempt(self, fn: Callable[[Tx], T]) -> T:
         conn = self._getconn()
         try:
-            if _quiet(conn):
-                return self._pipelined(conn, fn, reads_only)
             try:
                 tx = self._begin(conn)
             except StoreUnavailable as err:
@@ -262,82 +259,15 @@ class PostgresStore:
                 raise
             try:
                 result = fn(tx)
-                if tx.failure is not None:
-                    # fn swallowed a failed statement; PostgreSQL would turn
-                    # COMMIT into ROLLBACK, so say so rather than pretend.
-                    raise tx.failure
-                tx.flush()
+                # The deferred writes and COMMIT, in one round trip; a
+                # statement that fails there aborts the transaction whole.
+                tx.commit()
             except BaseException:
                 self._rollback(conn)
                 raise
-            self._commit(conn)
             return result
         finally:
             self._pool.putconn(conn)
-
-    def _pipelined(
-        self, conn: psycopg.Connection[Any], fn: Callable[[Tx], T], reads_only: bool
-    ) -> T:
-        """Run `fn` in pipeline mode: BEGIN and the clock read travel with the
-        unit's first statement, and the writes nothing waits for (events,
-        counters, comments, hooks, the last-seen mark) with COMMIT.
-
-        Only for a connection with nothing waiting on its socket (`_quiet`),
-        since a dead one is found only at `fn`'s first statement, once `fn`
-        has started. A read is then simply run again on another connection;
-        a unit of work is not (its caller may keep state beside it): it gets
-        `TransientFailure`, which says that nothing was written and that
-        trying again is safe. That happens only when the backend died in the
-        instant between the poll and the first statement.
-        """
-        tx: PostgresTx | None = None
-        committing = False
-        try:
-            with conn.pipeline() as pipeline:
-                tx = self._begin_later(conn, pipeline)
-                try:
-                    result = fn(tx)
-                    if tx.failure is not None:
-                        raise tx.failure
-                    tx.flush()
-                    # From here a lost connection leaves the outcome unknown.
-                    committing = True
-                    conn.execute("COMMIT")
-                    pipeline.sync()
-                except BaseException:
-                    self._abandon(pipeline)
-                    raise
-        except BaseException as exc:
-            self._rollback(conn)
-            unanswered = tx is None or not tx.answered
-            if unanswered and not committing and (conn.broken or conn.closed):
-                error = StoreUnavailable("a pooled connection was found dead")
-                if reads_only:
-                    raise _StaleConnection(error) from exc
-                raise TransientFailure(
-                    "the database connection was lost before anything was written; try again"
-                ) from exc
-            if isinstance(exc, psycopg.Error):
-                raise _translated(exc) from exc
-            raise
-        return result
-
-    @staticmethod
-    def _abandon(pipeline: psycopg.Pipeline) -> None:
-        """Settle what was sent of a unit that failed, so the pipeline closes
-        quietly; the transaction is rolled back after."""
-        try:
-            pipeline.sync()
-        except psycopg.Error:
-            log.debug("a failed unit of work left an error in its pipeline", exc_info=True)
-
-    def _begin_later(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> PostgresTx:
-        conn.execute(_BEGIN)
-        shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
-        if self._clock is None:
-            clock_read = conn.execute("SELECT transaction_timestamp()")
-            return PostgresTx(conn, clock_read, shard, pipeline, causal=True)
-        return PostgresTx(conn, _utc(self._clock.now()), shard, pipeline)
 
     def _getconn(self) -> psycopg.Connection[Any]:
         try:
@@ -363,14 +293,6 @@ class PostgresStore:
             raise _translated(exc) from exc
         shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
         return PostgresTx(conn, _utc(now), shard, causal=self._clock is None)
-
-    def _commit(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            conn.execute("COMMIT")
-        except psycopg.Error as exc:
-            # The outcome of a COMMIT whose answer never came is unknown;
-            # StoreUnavailable is the honest code (the caller may retry).
-            raise _translated(exc) from exc
 
     @staticmethod
     def _rollback(conn: psycopg.Connection[Any]) -> None:
@@ -568,23 +490,6 @@ class _StaleConnection(Exception):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _quiet(conn: psycopg.Connection[Any]) -> bool:
-    """Whether an idle pooled connection has nothing to read.
-
-    A backend that was terminated (a database restart, `pg_terminate_backend`)
-    sends its farewell and closes the socket, which then reads as ready; a
-    healthy idle connection has nothing to say. One non-blocking poll, no
-    round trip.
-    """
-    if conn.closed or conn.broken:
-        return False
-    try:
-        ready, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return False
-    return not ready
 
 
 def _translated(exc: psycopg.Error) -> TenureError:

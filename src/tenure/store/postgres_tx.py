@@ -9,7 +9,12 @@ datetimes, see `rows.keep_time`).
 
 Each operation is one statement. psycopg prepares a statement on the server
 after a few executions (`prepare_threshold`), so the hot ones (claim, renew,
-touch) are parsed and planned once per connection.
+touch) are parsed and planned once per connection. The writes nothing waits
+for (events, counters, comments, outbox rows, last-seen marks) are kept until
+the end and sent with COMMIT as one simple query (values bound on the
+client): one round trip for all of them. (psycopg's pipeline mode was tried
+for this and was slower here: its flush requests and closing sync cost more
+than the round trips it saved.)
 
 A statement that fails leaves the PostgreSQL transaction aborted, so the
 first failure is remembered (`failure`): the store refuses to commit a unit of
@@ -176,34 +181,21 @@ class PostgresTx(PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
 
     def __init__(
-        self,
-        conn: psycopg.Connection[Any],
-        now: datetime | psycopg.Cursor[Any],
-        shard: int,
-        pipeline: psycopg.Pipeline | None = None,
-        *,
-        causal: bool = False,
+        self, conn: psycopg.Connection[Any], now: datetime, shard: int, *, causal: bool = False
     ) -> None:
         self._conn = conn
         self._cur = conn.cursor()
-        # A datetime, or (in pipeline mode) the cursor of the queued clock
-        # read, fetched when `now` is first asked for.
-        self._now_source = now
-        self._now: datetime | None = now if isinstance(now, datetime) else None
+        self._now = now
         # With the database's clock: the latest write time seen in rows read
         # (see `now`); None until one is later than the transaction's start.
         self._causal = causal
         self._seen_after: datetime | None = None
-        self._pipeline = pipeline
         self._shard = shard
         self._locked_events = False
         self._pending_counts: dict[tuple[str, str], int] = {}
         self._pending_events: list[Event] = []
-        # Writes sent later whose row count must still be checked: (cursor, what).
-        self._checks: list[tuple[psycopg.Cursor[Any], str]] = []
-        #: Whether the database answered anything yet (in pipeline mode, BEGIN
-        #: is sent with the first statement; see `PostgresStore._pipelined`).
-        self.answered = pipeline is None
+        # Writes nothing waits for, sent together at the end (see `_later`).
+        self._deferred: list[tuple[str, Sequence[Any]]] = []
         #: The first statement failure (the PostgreSQL transaction is aborted).
         self.failure: TenureError | None = None
         #: The highest event id appended (0: none).
@@ -221,14 +213,6 @@ class PostgresTx(PostgresUpkeep):
         an instant later. Its times must not come before what it acts on,
         or a new epoch would begin before the last one ended.
         """
-        if self._now is None:
-            source = self._now_source
-            assert not isinstance(source, datetime)
-            row = self._fetch(source.fetchone)
-            assert row is not None
-            now = rows.decode_time(row[0])
-            assert now is not None
-            self._now = now
         if self._seen_after is not None and self._seen_after > self._now:
             return self._seen_after
         return self._now
@@ -242,9 +226,7 @@ class PostgresTx(PostgresUpkeep):
         """
         if not self._causal:
             return
-        self.now  # noqa: B018 - reads the start, if it is not in yet
         start = self._now
-        assert start is not None
         for moment in moments:
             if (
                 moment is not None
@@ -265,79 +247,29 @@ class PostgresTx(PostgresUpkeep):
         return lease
 
     # plumbing --------------------------------------------------------------
-    #
-    # In pipeline mode (see `PostgresStore`) a statement is sent when its
-    # answer is needed: a read when its rows are fetched, a write whose row
-    # count decides something at once (`_exec` syncs), and the writes nothing
-    # waits for (`_later`) only with the next of those, or with COMMIT. A
-    # failure of a statement sent that way is raised by the next sync, and
-    # aborts the transaction as any failure does.
 
-    def _exec(
-        self, sql: str, params: Sequence[Any] = (), *, sync: bool = True
-    ) -> psycopg.Cursor[Any]:
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if self.failure is not None:
             # PostgreSQL ignores everything after a failure; say why at once.
             raise self.failure
         try:
-            cur = self._cur.execute(sql, params)
-            if sync and self._pipeline is not None:
-                self._pipeline.sync()
-                self.answered = True
-                self._verify()
-            return cur
+            return self._cur.execute(sql, params)
         except psycopg.Error as exc:
             self._fail(exc)
 
-    def _later(self, sql: str, params: Sequence[Any] = (), *, require: str = "") -> None:
-        """Send a write whose answer nothing waits for with the next round trip.
-
-        With `require` (what the row is), the write must touch a row: that is
-        checked once its answer is in, at the next sync, and before COMMIT.
-        """
-        if self._pipeline is None:
-            cur = self._exec(sql, params)
-            if require:
-                _require_row(cur, require)
-            return
+    def _later(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Keep a write whose answer nothing waits for (an event, a counter, a
+        comment, an outbox row, a last-seen mark) until the end of the unit:
+        `commit` sends all of them and COMMIT in one round trip."""
         if self.failure is not None:
             raise self.failure
-        try:
-            # A cursor of its own: the shared one keeps the answer of the
-            # statement that will be fetched next.
-            cur = self._conn.cursor().execute(sql, params)
-        except psycopg.Error as exc:
-            self._fail(exc)
-        if require:
-            self._checks.append((cur, require))
-
-    def _verify(self) -> None:
-        """Check the row counts of the writes sent later, now answered."""
-        checks, self._checks = self._checks, []
-        for cur, what in checks:
-            _require_row(cur, what)
-
-    def _settle(self) -> None:
-        """Have every write sent later answered and checked (before COMMIT)."""
-        if self._checks and self._pipeline is not None:
-            try:
-                self._pipeline.sync()
-            except psycopg.Error as exc:
-                self._fail(exc)
-            self._verify()
+        self._deferred.append((sql, params))
 
     def _fetch(self, fetch: Callable[[], T]) -> T:
-        if self.failure is not None:
-            raise self.failure
         try:
-            result = fetch()
+            return fetch()
         except psycopg.Error as exc:
             self._fail(exc)
-        self.answered = True
-        if self._checks:
-            # The fetch answered everything sent before it.
-            self._verify()
-        return result
 
     def _fail(self, exc: psycopg.Error) -> NoReturn:
         err = translate(exc)
@@ -348,34 +280,64 @@ class PostgresTx(PostgresUpkeep):
         raise err from exc
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        cur = self._exec(sql, params, sync=False)
-        row: tuple[Any, ...] | None = self._fetch(cur.fetchone)
+        row: tuple[Any, ...] | None = self._fetch(self._exec(sql, params).fetchone)
         return row
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self._exec(sql, params, sync=False)
-        result: list[tuple[Any, ...]] = self._fetch(cur.fetchall)
+        result: list[tuple[Any, ...]] = self._fetch(self._exec(sql, params).fetchall)
         return result
 
     def flush(self) -> None:
-        """Write what was kept back until the end of the unit of work: the
-        counter bumps (one statement, taken in one sorted order, so two
-        transactions never deadlock on them), then the queued events (last,
-        so the events lock is held only until the commit that follows).
+        """Send what was kept back: the counter bumps (one statement, taken in
+        one sorted order, so two transactions never deadlock on them), the
+        deferred writes, then the queued events (last, so the events lock is
+        held only until the commit), in one round trip."""
+        self._send(self._batch())
+
+    def commit(self) -> None:
+        """Send what was kept back and COMMIT, in one round trip.
+
+        A connection lost meanwhile leaves the outcome unknown:
+        `StoreUnavailable`, like any broken connection.
         """
-        self._settle()
+        self._send([*self._batch(), "COMMIT"])
+
+    def _batch(self) -> list[str]:
+        if self.failure is not None:
+            raise self.failure
         if self._pending_counts:
             self._flush_counts()
         pending, self._pending_events = self._pending_events, []
         for event in pending:
-            self._later(self._append_sql(), _event_params(event))
+            self._deferred.append((self._append_sql(), _event_params(event)))
             self._locked_events = True
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return []
+        # One simple query holding several statements: the values are bound
+        # here, on the client (a server-side bind takes one statement only).
+        binder = psycopg.ClientCursor(self._conn)
+        try:
+            return [binder.mogrify(sql, params) for sql, params in deferred]
+        except psycopg.Error as exc:
+            self._fail(exc)
+
+    def _send(self, statements: list[str]) -> None:
+        if not statements:
+            return
+        try:
+            # No parameters: sent as one simple query, `%` left alone.
+            self._cur.execute("; ".join(statements))
+        except psycopg.Error as exc:
+            self._fail(exc)
 
     def _flush_counts(self) -> None:
         keys = sorted(self._pending_counts)
         values = [self._pending_counts[key] for key in keys]
         self._pending_counts = {}
-        self._later(_SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
+        self._deferred.append(
+            (_SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
+        )
 
     # boards ----------------------------------------------------------------
 
@@ -464,11 +426,8 @@ class PostgresTx(PostgresUpkeep):
     def update_task(self, task: Task) -> None:
         """Write every field of `task`."""
         values = rows.task_to_row(task, rows.keep_time)
-        self._later(
-            _SQL_UPDATE_TASK,
-            (*values[2:], task.board_id, task.id),
-            require=f"task {task.id!r} of board {task.board_id!r}",
-        )
+        cur = self._exec(_SQL_UPDATE_TASK, (*values[2:], task.board_id, task.id))
+        _require_row(cur, f"task {task.id!r} of board {task.board_id!r}")
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row until the transaction ends."""
