@@ -1,11 +1,12 @@
 """The embedded SQLite store, Tenure's default: one file, one writer thread.
 
 Layout of the work:
-- ONE writer connection, used only by its own dedicated thread (a
-  single-thread executor). Every unit of work runs there inside `BEGIN
-  IMMEDIATE` ... `COMMIT` (ROLLBACK if it raises), so units of work are
-  serialised without any lock of ours and a claim can never interleave with
-  another write.
+- ONE writer connection. Every unit of work runs on it inside `BEGIN
+  IMMEDIATE` ... `COMMIT` (ROLLBACK if it raises), one at a time, so a claim
+  can never interleave with another write. It runs on the writer's own
+  thread (a single-thread executor), except an agent's quick unit finding
+  the writer idle, which runs at once on the event loop's thread (see
+  `SqliteStore.run`); the `_draining` flag says who holds the connection.
 - Readers (`Store.read`, `events_after`) use their own connections on their
   own threads; under WAL they read the last committed state while the
   writer writes.
