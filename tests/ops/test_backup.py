@@ -49,6 +49,16 @@ async def _busy_board(world: World) -> None:
     await world.report(a1, blocked, status="blocked", message="no database")
 
 
+async def _exported_busy_board(tmp_path: Path) -> dict[str, Any]:
+    """`_busy_board` on a SQLite world, exported."""
+    world = await make_world("sqlite", tmp_path)
+    try:
+        await _busy_board(world)
+        return await export_board(world.store, "b1")
+    finally:
+        await world.store.close()
+
+
 def _normalised(document: dict[str, Any]) -> dict[str, Any]:
     """The document without what a move may change: when it was taken, event ids."""
     copy = json.loads(json.dumps(document))
@@ -99,12 +109,7 @@ async def test_a_board_moves_from_sqlite_to_postgres_with_its_whole_history(
 
 
 async def test_an_import_that_fails_part_way_writes_nothing(tmp_path: Path) -> None:
-    world = await make_world("sqlite", tmp_path)
-    try:
-        await _busy_board(world)
-        exported = await export_board(world.store, "b1")
-    finally:
-        await world.store.close()
+    exported = await _exported_busy_board(tmp_path)
     broken = json.loads(json.dumps(exported))
     broken["events"][-1]["type"] = "no.such.type"
     target = await make_world("postgres", tmp_path)
@@ -128,12 +133,7 @@ async def test_an_export_from_before_the_newer_lease_columns_still_imports(
     """Exports made before migrations 0002/0003 (SQLite) lack `last_call_at`,
     `signal_gaps` and `suspect_dropped`: the leases import with the values they
     had then; a lease lacking an older column is still refused."""
-    world = await make_world("sqlite", tmp_path)
-    try:
-        await _busy_board(world)
-        exported = await export_board(world.store, "b1")
-    finally:
-        await world.store.close()
+    exported = await _exported_busy_board(tmp_path)
     old = json.loads(json.dumps(exported))
     for lease in old["leases"]:
         for name in ("last_call_at", "signal_gaps", "suspect_dropped"):
