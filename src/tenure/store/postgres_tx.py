@@ -33,31 +33,41 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
-from tenure.core.model import Agent, Board, Comment, Event, Lease, StoredEvent, Task, TaskStatus
+from tenure.core.model import Agent, Board, Event, Lease, Task, TaskStatus
 from tenure.store import rows
-from tenure.store.base import ClaimFilter, OutboxRow, TransientFailure
+from tenure.store.base import ClaimFilter, TransientFailure
+from tenure.store.postgres_log import (
+    COUNTER_SHARDS,
+    EVENT_SELECT,
+    EVENTS_CHANNEL,
+    EVENTS_LOCK_KEY,
+    SQL_BUMP,
+    PostgresLog,
+    event_params,
+    stored_event,
+)
 from tenure.store.postgres_upkeep import PostgresUpkeep
 
 T = TypeVar("T")
 
-#: The channel every event-appending transaction notifies, with the new id.
-EVENTS_CHANNEL = "tenure_events"
-#: Advisory lock taken by every transaction that appends events, held to its
-#: commit: event ids then become visible in id order (see `append_event`).
-EVENTS_LOCK_KEY = 0x74656E7572650001
+__all__ = [
+    "COUNTER_SHARDS",
+    "EVENTS_CHANNEL",
+    "EVENTS_LOCK_KEY",
+    "EVENT_SELECT",
+    "PostgresTx",
+    "stored_event",
+    "translate",
+]
+
 #: How far past a transaction's start a write time read from a row may move
 #: its `now` (see `PostgresTx.now`): a race lasts moments, not minutes.
 CAUSAL_REACH = timedelta(seconds=30)
-#: Counter rows per (board, name); each connection bumps its own shard.
-COUNTER_SHARDS = 16
 
 _BOARDS = rows.columns(rows.BOARD_COLUMNS)
 _AGENTS = rows.columns(rows.AGENT_COLUMNS)
 _TASKS = rows.columns(rows.TASK_COLUMNS)
 _LEASES = rows.columns(rows.LEASE_COLUMNS)
-_EVENTS = rows.columns(rows.EVENT_COLUMNS)
-_COMMENTS = rows.columns(rows.COMMENT_COLUMNS)
-_OUTBOX = rows.columns(rows.OUTBOX_COLUMNS)
 
 
 def _marks(count: int) -> str:
@@ -109,27 +119,6 @@ _SQL_CLAIM = (
     f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND status = 'todo' "
     f"ORDER BY {_CLAIM_ORDER} LIMIT %s FOR UPDATE SKIP LOCKED"
 )
-_EVENT_INSERT = (
-    "INSERT INTO events (type, board_id, task_id, agent_id, epoch, at, data) "
-    "SELECT %s, %s, %s, %s, %s, %s, %s"
-)
-# The first append of a transaction takes the events lock in the same
-# statement (the CTE's row exists only once the lock is held, so the id is
-# drawn after it); NOTIFY rides along and fires at commit.
-_SQL_APPEND_FIRST_EVENT = (
-    f"WITH events_lock AS (SELECT pg_advisory_xact_lock({EVENTS_LOCK_KEY})), "
-    f"appended AS ({_EVENT_INSERT} FROM events_lock RETURNING id) "
-    f"SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM appended"
-)
-_SQL_APPEND_EVENT = (
-    f"WITH appended AS ({_EVENT_INSERT} RETURNING id) "
-    f"SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM appended"
-)
-_SQL_BUMP = (
-    "INSERT INTO counters (board_id, name, shard, value) "
-    "SELECT b, n, %s, v FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(b, n, v) "
-    "ON CONFLICT (board_id, name, shard) DO UPDATE SET value = counters.value + excluded.value"
-)
 
 
 def translate(exc: BaseException) -> TenureError | None:
@@ -177,7 +166,7 @@ def _diag(exc: psycopg.Error) -> dict[str, Any]:
     return details
 
 
-class PostgresTx(PostgresUpkeep):
+class PostgresTx(PostgresLog, PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
 
     def __init__(
@@ -309,7 +298,7 @@ class PostgresTx(PostgresUpkeep):
             self._flush_counts()
         pending, self._pending_events = self._pending_events, []
         for event in pending:
-            self._deferred.append((self._append_sql(), _event_params(event)))
+            self._deferred.append((self._append_sql(), event_params(event)))
             self._locked_events = True
         deferred, self._deferred = self._deferred, []
         if not deferred:
@@ -336,7 +325,7 @@ class PostgresTx(PostgresUpkeep):
         values = [self._pending_counts[key] for key in keys]
         self._pending_counts = {}
         self._deferred.append(
-            (_SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
+            (SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
         )
 
     # boards ----------------------------------------------------------------
@@ -570,131 +559,6 @@ class PostgresTx(PostgresUpkeep):
     def lease_history(self, board_id: str, task_id: str) -> list[Lease]:
         return self._leases("board_id = %s AND task_id = %s", (board_id, task_id), "ORDER BY epoch")
 
-    # events, comments, counters, outbox --------------------------------------
-
-    def queue_event(self, event: Event) -> None:
-        """Keep `event` back until `flush`, just before COMMIT: the events lock
-        (see `append_event`) is then held for the commit alone, not for the
-        rest of the unit of work."""
-        self._pending_events.append(event)
-
-    def append_event(self, event: Event) -> int:
-        """Append to the log (and NOTIFY followers at commit); returns the id.
-
-        The first append of a transaction takes the events advisory lock,
-        held until commit: an id is drawn only by the one transaction that
-        will commit next among appenders, so ids become visible in order and
-        "everything after id N" never misses a lower id committed later.
-        """
-        row = self._one(self._append_sql(), _event_params(event))
-        assert row is not None
-        self._locked_events = True
-        event_id = int(row[0])
-        self.last_event_id = max(self.last_event_id, event_id)
-        return event_id
-
-    def _append_sql(self) -> str:
-        return _SQL_APPEND_EVENT if self._locked_events else _SQL_APPEND_FIRST_EVENT
-
-    def add_comment(self, comment: Comment) -> int:
-        row = self._one(
-            "INSERT INTO comments (board_id, task_id, at, author, body) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (comment.board_id, comment.task_id, comment.at, comment.author, comment.body),
-        )
-        assert row is not None
-        return int(row[0])
-
-    def queue_comment(self, comment: Comment) -> None:
-        """Add a comment whose id nobody needs: sent with the next round trip."""
-        self._later(
-            "INSERT INTO comments (board_id, task_id, at, author, body) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (comment.board_id, comment.task_id, comment.at, comment.author, comment.body),
-        )
-
-    def comments(self, board_id: str, task_id: str) -> list[Comment]:
-        found = self._all(
-            f"SELECT {_COMMENTS} FROM comments WHERE board_id = %s AND task_id = %s ORDER BY id",
-            (board_id, task_id),
-        )
-        return [rows.comment_from_row(row) for row in found]
-
-    def bump(self, board_id: str, counter: str, by: int = 1) -> None:
-        """Add `by` to a counter (written with the rest at the end; see `flush`)."""
-        key = (board_id, str(counter))
-        self._pending_counts[key] = self._pending_counts.get(key, 0) + by
-
-    def counters(self, board_id: str | None = None) -> dict[str, int]:
-        """Counter totals, of one board or of all boards together."""
-        self.flush()
-        if board_id is None:
-            found = self._all("SELECT name, sum(value) FROM counters GROUP BY name ORDER BY name")
-        else:
-            found = self._all(
-                "SELECT name, sum(value) FROM counters WHERE board_id = %s "
-                "GROUP BY name ORDER BY name",
-                (board_id,),
-            )
-        return {name: int(total) for name, total in found}
-
-    def enqueue_hook(
-        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
-    ) -> int:
-        """Add an outbox row; a repeated idempotency key returns the existing row's id."""
-        row = self._one(
-            "INSERT INTO outbox (kind, board_id, payload, idempotency_key, next_attempt_at, "
-            "created_at) VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (kind, board_id, rows.dump_json(payload), idempotency_key, self.now, self.now),
-        )
-        if row is None:
-            row = self._one("SELECT id FROM outbox WHERE idempotency_key = %s", (idempotency_key,))
-            assert row is not None
-        return int(row[0])
-
-    def queue_hook(
-        self, kind: str, board_id: str, payload: dict[str, Any], idempotency_key: str
-    ) -> None:
-        """`enqueue_hook` whose row id nobody needs: sent with the next round trip."""
-        self._later(
-            "INSERT INTO outbox (kind, board_id, payload, idempotency_key, next_attempt_at, "
-            "created_at) VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (idempotency_key) DO NOTHING",
-            (kind, board_id, rows.dump_json(payload), idempotency_key, self.now, self.now),
-        )
-
-    def due_hooks(self, now: datetime, limit: int) -> list[OutboxRow]:
-        """Undelivered rows whose next attempt is due, locked (SKIP LOCKED)."""
-        found = self._all(
-            f"SELECT {_OUTBOX} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= %s "
-            "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (now, limit),
-        )
-        return [rows.outbox_from_row(row) for row in found]
-
-    def mark_hook(
-        self,
-        row_id: int,
-        *,
-        delivered: bool,
-        next_attempt_at: datetime | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Record one delivery attempt: delivered, or when to try again."""
-        if delivered:
-            self._exec(
-                "UPDATE outbox SET attempts = attempts + 1, delivered_at = %s, last_error = %s "
-                "WHERE id = %s",
-                (self.now, error, row_id),
-            )
-        else:
-            self._exec(
-                "UPDATE outbox SET attempts = attempts + 1, "
-                "next_attempt_at = coalesce(%s, next_attempt_at), last_error = %s WHERE id = %s",
-                (next_attempt_at, error, row_id),
-            )
-
     # meta ------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -707,26 +571,6 @@ class PostgresTx(PostgresUpkeep):
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
-
-
-def stored_event(row: Sequence[Any]) -> StoredEvent:
-    """A stored event from a row in `rows.EVENT_COLUMNS` order."""
-    return rows.event_from_row(row)
-
-
-EVENT_SELECT = f"SELECT {_EVENTS} FROM events"
-
-
-def _event_params(event: Event) -> tuple[Any, ...]:
-    return (
-        str(event.type),
-        event.board_id,
-        event.task_id,
-        event.agent_id,
-        event.epoch,
-        event.at,
-        rows.dump_json(event.data),
-    )
 
 
 def _require_row(cur: psycopg.Cursor[Any], what: str) -> None:

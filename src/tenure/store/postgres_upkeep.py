@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tenure.core.model import Comment, Event
+from tenure.store.postgres_log import EVENTS_CHANNEL, EVENTS_LOCK_KEY
 from tenure.store.rows import dump_json
 
 if TYPE_CHECKING:
@@ -70,8 +71,6 @@ class PostgresUpkeep:
         """Append `events` in their order, each keeping its own time; returns how many."""
         if not events:
             return 0
-        from tenure.store.postgres_tx import EVENTS_CHANNEL, EVENTS_LOCK_KEY
-
         if not self._locked_events:
             self._exec(_LOCK_EVENTS, (EVENTS_LOCK_KEY,))
             self._locked_events = True
