@@ -39,8 +39,9 @@ from tenure.api.http import install_routes
 from tenure.auth import ADMIN
 from tenure.core.errors import InvalidInput, TenureError
 from tenure.monitor import EvidenceSource, Monitor, PassResult
-from tenure.service import Coordinator, Options, Sink
+from tenure.service import Coordinator, Options
 from tenure.settings import Settings, load_settings
+from tenure.sinks import Sink
 from tenure.store.base import Store
 from tenure.telemetry import CONTENT_TYPE_LATEST, Telemetry, configure_logging
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, same_digest, token_hash
 from tenure.claims import NOTHING_READY, pick
@@ -38,6 +38,7 @@ from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
 from tenure.evidence import check_worktree
 from tenure.inputs import PATH_MAX, text
+from tenure.sinks import NullSink, Sink
 from tenure.store.base import Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, merge, write
 from tenure.views import lease_view, task_view
@@ -59,32 +60,6 @@ class Options:
     monitor_batch_size: int = 200
     worktree_template: str = "{project_root}/../worktrees/{agent_id}"
     allowed_worktree_roots: tuple[str, ...] = ()
-
-
-class Sink(Protocol):
-    """Where post-commit effects go: metrics and telemetry (see `tenure.telemetry`)."""
-
-    def count(self, counter: str, n: int = 1) -> None:
-        """Count one happening (a `tenure.core.model.Counter` value)."""
-
-    def lease_expired(self, payload: dict[str, Any]) -> None:
-        """The `lease_expired` telemetry event, fired after a recovery commits."""
-
-    def detection(self, seconds: float) -> None:
-        """Seconds from a lease's expiry to its recovery."""
-
-
-class NullSink:
-    """A sink that drops everything (libraries and tests that do not care)."""
-
-    def count(self, counter: str, n: int = 1) -> None:
-        pass
-
-    def lease_expired(self, payload: dict[str, Any]) -> None:
-        pass
-
-    def detection(self, seconds: float) -> None:
-        pass
 
 
 @dataclass

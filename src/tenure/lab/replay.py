@@ -49,7 +49,8 @@ from tenure.lab.policies import lab_policy
 from tenure.lab.scores import Scores, StintOutcome, score
 from tenure.lab.trace import CALLS, Stint, TraceEvent, TraceType, dump_trace, parse_trace, stints
 from tenure.monitor import Monitor
-from tenure.service import Coordinator, NullSink, Options
+from tenure.service import Coordinator, Options
+from tenure.sinks import NullSink
 from tenure.store.sqlite import open_sqlite
 
 __all__ = ["BOARD", "STANDBY", "START", "ReplayOptions", "TraceEvidence", "replay", "replay_async"]
