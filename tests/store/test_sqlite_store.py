@@ -211,7 +211,10 @@ async def test_a_quick_unit_queues_behind_a_busy_writer_and_commits_in_order(
     release = threading.Event()
     order: list[str] = []
 
+    entered = threading.Event()
+
     def slow(tx: Any) -> None:
+        entered.set()
         release.wait(10)
         order.append("slow")
         tx.insert_board(Board("b1", "B", tx.now))
@@ -222,9 +225,7 @@ async def test_a_quick_unit_queues_behind_a_busy_writer_and_commits_in_order(
         return threading.get_ident()
 
     first = asyncio.create_task(store.run(slow))
-    await asyncio.sleep(0)  # let it reach the writer thread
-    while not store._draining:
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(entered.wait, 10)  # the writer thread is in `slow`
     second = asyncio.create_task(store.run(quick, quick=True))
     done, _ = await asyncio.wait({second}, timeout=0.2)
     assert not done  # the writer is busy: the quick unit waits its turn
