@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from tests.support.server import Fleet, LiveServer, start_server, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -210,10 +211,26 @@ def sign_in_at(browser: Any, url: str, token: str) -> Watched:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    answers: list[str] = []
+    page.on("response", lambda r: answers.append(f"{r.status} {r.request.method} {r.url}"))
     page.goto(url + "/")
     page.wait_for_url("**/login")
     page.fill("#token", token)
     page.click("#sign-in")
-    page.wait_for_url(url + "/")
+    try:
+        page.wait_for_url(url + "/")
+    except PlaywrightTimeout as exc:
+        raise AssertionError(_stuck_on_sign_in(page, answers, errors)) from exc
     page.wait_for_selector(".live.on", timeout=10_000)
     return Watched(page, errors)
+
+
+def _stuck_on_sign_in(page: Any, answers: list[str], errors: list[str]) -> str:
+    """What a sign-in that never reached the board saw: where the page is, what
+    it says, and the answers the browser got (a failing sign-in says why)."""
+    shown = page.locator("#login-error")
+    message = shown.inner_text() if shown.count() and shown.is_visible() else "(none)"
+    return (
+        f"sign-in did not reach the board; the page is at {page.url}, its error: {message}\n"
+        f"answers: {answers[-12:]}\nconsole: {errors[-5:]}"
+    )
