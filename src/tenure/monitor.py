@@ -189,10 +189,12 @@ class Monitor:
 
         def unit(tx: Tx) -> list[str]:
             # Every task of the batch locked, and every live lease read, in two
-            # statements (on PostgreSQL: two round trips, not two per lease).
+            # statements (on PostgreSQL: two round trips, not two per lease);
+            # the updates then travel together too, checked as they land.
             keys = sorted({(seen.board_id, seen.task_id) for seen in leases})
             tasks = tx.lock_tasks(keys)
             live = tx.live_leases_of_tasks(keys)
+            tx.write_together()
             return [
                 self._decide(
                     tx,

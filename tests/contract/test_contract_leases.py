@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from contract_records import BOARD, agent, at, board, full_lease, full_task, lease, seed, task
 
-from tenure.core.errors import Conflict, StoreUnavailable
+from tenure.core.errors import Conflict, NotFound, StoreUnavailable
 from tenure.core.model import Comment, EndReason, Event, EventType, LeaseFlag, TaskStatus
 
 
@@ -152,6 +152,47 @@ async def test_a_batch_of_tasks_and_their_live_leases_is_read_at_once(store: Any
     live = await store.run(lambda tx: tx.live_leases_of_tasks(keys))
     assert live == {("b1", "t1"): lease("t1", "a1"), ("b2", "t1"): lease("t1", "a1", board_id="b2")}
     assert await store.run(lambda tx: (tx.lock_tasks([]), tx.live_leases_of_tasks([]))) == ({}, {})
+
+
+async def test_updates_written_together_land_with_the_commit_or_not_at_all(store: Any) -> None:
+    """`write_together` (the monitor's batches): updates keep their conditions,
+    a read sees them, and one lease that moved on rolls the whole unit back."""
+    await _with_tasks(store, "t1", "t2")
+    await store.run(seed(lease("t1", "a1"), lease("t2", "a1")))
+    one, two = lease("t1", "a1"), lease("t2", "a1")
+    busy = replace(task("t1"), status=TaskStatus.IN_PROGRESS, assignee="a1")
+
+    def together(tx: Any) -> Any:
+        tx.write_together()
+        tx.update_task(busy)
+        assert tx.update_lease(replace(one, version=2, progress=40), 1) is True
+        seen = tx.live_lease(BOARD, "t1")  # a read after them sees them
+        assert tx.update_lease(replace(two, version=2), 1) is True
+        return seen
+
+    assert (await store.run(together)).version == 2
+    assert (await store.read(lambda tx: tx.get_task(BOARD, "t1"))).assignee == "a1"
+    assert (await store.read(lambda tx: tx.live_lease(BOARD, "t2"))).version == 2
+
+    def one_stale(tx: Any) -> None:
+        tx.write_together()
+        tx.update_task(replace(busy, assignee="a2"))
+        tx.update_lease(replace(one, version=3, progress=90), 2)
+        if not tx.update_lease(replace(two, version=3), 1):  # version 2 is stored
+            raise Conflict("SQLite answers at once")
+
+    with pytest.raises(Conflict):
+        await store.run(one_stale)
+
+    def ghost(tx: Any) -> None:
+        tx.write_together()
+        tx.update_lease(replace(one, version=3, progress=90), 2)
+        tx.update_task(task("ghost"))
+
+    with pytest.raises(NotFound):
+        await store.run(ghost)
+    assert (await store.read(lambda tx: tx.get_task(BOARD, "t1"))).assignee == "a1"
+    assert (await store.read(lambda tx: tx.live_lease(BOARD, "t1"))).version == 2
 
 
 async def test_last_lease_of_is_the_agents_latest_live_or_ended(store: Any) -> None:

@@ -142,6 +142,13 @@ class Tx(Protocol):
         """Write `lease` if the stored one (same board, task, epoch) still has
         `expected_version`; False if it moved on (a lost race)."""
 
+    def write_together(self) -> None:
+        """Let this unit's task and lease updates wait for its next read or its
+        commit and go together (PostgreSQL: one round trip for a monitor
+        batch's). Each stays conditional: `update_lease` then answers True, and
+        a lease found moved on when they are sent raises `Conflict`, rolling
+        the unit back whole. SQLite writes at once anyway."""
+
     def live_lease(self, board_id: str, task_id: str) -> Lease | None: ...
 
     def last_lease_of(self, board_id: str, task_id: str, agent_id: str) -> Lease | None:

@@ -30,12 +30,12 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
 
-from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
+from tenure.core.errors import Conflict, NotFound, TenureError
 from tenure.core.model import Agent, Board, Event, Lease, Task, TaskStatus
 from tenure.store import rows
-from tenure.store.base import ClaimFilter, TransientFailure
+from tenure.store.base import ClaimFilter
+from tenure.store.postgres_errors import translate
 from tenure.store.postgres_log import (
     COUNTER_SHARDS,
     EVENT_SELECT,
@@ -121,51 +121,6 @@ _SQL_CLAIM = (
 )
 
 
-def translate(exc: BaseException) -> TenureError | None:
-    """The `TenureError` a driver or pool exception stands for (None: a bug).
-
-    Connection trouble of any kind is `StoreUnavailable`; constraint
-    violations get SPEC's codes; deadlocks are `TransientFailure`.
-    """
-    if isinstance(exc, TenureError):
-        return exc
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    if sqlstate.startswith("40"):
-        # Class 40, transaction rollback: deadlock_detected, serialization_failure...
-        # (psycopg does not make them subclasses of TransactionRollback).
-        return TransientFailure(
-            "the database aborted the transaction in a race; try again",
-            details={"sqlstate": sqlstate},
-        )
-    if isinstance(exc, pg_errors.UniqueViolation):
-        return Conflict("a record with this id already exists", details=_diag(exc))
-    if isinstance(exc, pg_errors.ForeignKeyViolation):
-        return Conflict(
-            "the record refers to a board or task that does not exist", details=_diag(exc)
-        )
-    if isinstance(
-        exc,
-        pg_errors.CheckViolation
-        | pg_errors.NotNullViolation
-        | pg_errors.DataError
-        | pg_errors.IntegrityError,
-    ):
-        return InvalidInput("the database refused a value", details=_diag(exc))
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        # PoolTimeout and PoolClosed are OperationalErrors too.
-        return StoreUnavailable(
-            "the database cannot be reached", details={"reason": str(exc)[:300]}
-        )
-    return None
-
-
-def _diag(exc: psycopg.Error) -> dict[str, Any]:
-    details: dict[str, Any] = {"sqlstate": exc.sqlstate}
-    if exc.diag.constraint_name:
-        details["constraint"] = exc.diag.constraint_name
-    return details
-
-
 class PostgresTx(PostgresLog, PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
 
@@ -185,6 +140,10 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         self._pending_events: list[Event] = []
         # Writes nothing waits for, sent together at the end (see `_later`).
         self._deferred: list[tuple[str, Sequence[Any]]] = []
+        # Task and lease updates kept back by `write_together`, each with the
+        # error to raise if it finds no row (see `_send_checked`).
+        self._together = False
+        self._checked: list[tuple[str, Sequence[Any], TenureError]] = []
         #: The first statement failure (the PostgreSQL transaction is aborted).
         self.failure: TenureError | None = None
         #: The highest event id appended (0: none).
@@ -241,6 +200,8 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         if self.failure is not None:
             # PostgreSQL ignores everything after a failure; say why at once.
             raise self.failure
+        if self._checked:
+            self._send_checked()  # a read after kept-back updates sees them
         try:
             return self._cur.execute(sql, params)
         except psycopg.Error as exc:
@@ -277,19 +238,57 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         return result
 
     def flush(self) -> None:
-        """Send what was kept back: the counter bumps (one statement, taken in
-        one sorted order, so two transactions never deadlock on them), the
-        deferred writes, then the queued events (last, so the events lock is
-        held only until the commit), in one round trip."""
+        """Send what was kept back: the task and lease updates of
+        `write_together` (one round trip, checked), then the counter bumps
+        (one statement, taken in one sorted order, so two transactions never
+        deadlock on them), the deferred writes and the queued events (last,
+        so the events lock is held only until the commit), in one round trip."""
+        self._send_checked()
         self._send(self._batch())
 
     def commit(self) -> None:
-        """Send what was kept back and COMMIT, in one round trip.
+        """Send what was kept back and COMMIT, in one round trip (two after
+        `write_together`: its updates are checked before COMMIT is sent).
 
         A connection lost meanwhile leaves the outcome unknown:
         `StoreUnavailable`, like any broken connection.
         """
+        self._send_checked()
         self._send([*self._batch(), "COMMIT"])
+
+    def write_together(self) -> None:
+        """Keep this unit's task and lease updates until its next read or its
+        commit, then send them in one round trip (the monitor's batches: a
+        pass of 1,000 recoveries makes 2,000 updates).
+
+        Each is still conditional (a lease on its version): `update_lease`
+        answers True at once, and a condition found false when they are sent
+        raises `Conflict` there, so the unit is rolled back whole.
+        """
+        self._together = True
+
+    def _check_later(self, sql: str, params: Sequence[Any], missing: TenureError) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self._checked.append((sql, params, missing))
+
+    def _send_checked(self) -> None:
+        """Send the kept-back updates as one simple query; each must change one row."""
+        if not self._checked:
+            return
+        checked, self._checked = self._checked, []
+        binder = psycopg.ClientCursor(self._conn)
+        try:
+            query = "; ".join(binder.mogrify(sql, params) for sql, params, _ in checked)
+            self._cur.execute(query)
+            for n, (_, _, missing) in enumerate(checked):
+                if n and not self._cur.nextset():  # pragma: no cover - one result each
+                    raise AssertionError("a statement of the batch gave no result")
+                if self._cur.rowcount != 1:
+                    self.failure = missing
+                    raise missing
+        except psycopg.Error as exc:
+            self._fail(exc)
 
     def _batch(self) -> list[str]:
         if self.failure is not None:
@@ -415,8 +414,12 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def update_task(self, task: Task) -> None:
         """Write every field of `task`."""
         values = rows.task_to_row(task, rows.keep_time)
-        cur = self._exec(_SQL_UPDATE_TASK, (*values[2:], task.board_id, task.id))
-        _require_row(cur, f"task {task.id!r} of board {task.board_id!r}")
+        params = (*values[2:], task.board_id, task.id)
+        what = f"task {task.id!r} of board {task.board_id!r}"
+        if self._together:
+            self._check_later(_SQL_UPDATE_TASK, params, NotFound(f"{what} does not exist"))
+            return
+        _require_row(self._exec(_SQL_UPDATE_TASK, params), what)
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row until the transaction ends."""
@@ -494,10 +497,15 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def update_lease(self, lease: Lease, expected_version: int) -> bool:
         """Write `lease` if the stored one still has `expected_version`."""
         values = rows.lease_to_row(lease, rows.keep_time)
-        cur = self._exec(
-            _SQL_UPDATE_LEASE, (*values[_LEASE_KEYS:], *values[:_LEASE_KEYS], expected_version)
-        )
-        return cur.rowcount == 1
+        params = (*values[_LEASE_KEYS:], *values[:_LEASE_KEYS], expected_version)
+        if self._together:
+            moved = Conflict(
+                f"lease of task {lease.task_id!r} (epoch {lease.epoch}) moved on",
+                details={"task": lease.task_id, "epoch": lease.epoch},
+            )
+            self._check_later(_SQL_UPDATE_LEASE, params, moved)
+            return True
+        return self._exec(_SQL_UPDATE_LEASE, params).rowcount == 1
 
     def _leases(self, where: str, params: Sequence[Any], tail: str = "") -> list[Lease]:
         found = self._all(f"SELECT {_LEASES} FROM leases WHERE {where} {tail}", params)

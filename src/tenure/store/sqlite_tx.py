@@ -319,6 +319,9 @@ class SqliteTx(SqliteUpkeep):
         what = f"lease of task {lease.task_id!r} (epoch {lease.epoch})"
         self._exec(_LEASE_INSERT, lease_to_row(lease), what)
 
+    def write_together(self) -> None:
+        """Nothing to do: a statement here is a call, not a round trip."""
+
     def update_lease(self, lease: Lease, expected_version: int) -> bool:
         row = lease_to_row(lease)
         what = f"lease of task {lease.task_id!r} (epoch {lease.epoch})"
