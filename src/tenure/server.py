@@ -422,6 +422,9 @@ def serve(
         port=settings.port,
         log_config=None,
         access_log=False,
+        # uvicorn's 5 s default races clients that keep idle connections as
+        # long: a request sent as the server closes the socket is lost.
+        timeout_keep_alive=settings.keep_alive,
         timeout_graceful_shutdown=5,
         lifespan="on",
     )

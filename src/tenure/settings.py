@@ -148,6 +148,10 @@ class Settings:
         return int(self["server.port"])
 
     @property
+    def keep_alive(self) -> int:
+        return int(self["server.keep_alive"])
+
+    @property
     def database_url(self) -> str:
         return str(self["store.database_url"])
 

@@ -241,6 +241,9 @@ SETTINGS: tuple[Setting, ...] = (
     # The server.
     Setting("server.host", Kind.TEXT, "127.0.0.1", "Address the server listens on."),
     _i("server.port", 8321, "Port the server listens on (0: any free port).", 0, 65535),
+    _i("server.keep_alive", 75,
+       "Seconds an idle HTTP connection is kept open: longer than clients keep theirs "
+       "(httpx: 5 s), so a client never reuses a connection the server is closing.", 1),
     Setting("store.database_url", Kind.TEXT, "sqlite:///./tenure.db",
             "The store: `sqlite:///path` (embedded) or `postgresql://...`.",
             check=_database_url),

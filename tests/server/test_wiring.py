@@ -3,10 +3,12 @@ deliverer, the bind address warning."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -82,3 +84,23 @@ def test_a_database_newer_than_the_code_is_refused_at_start(tmp_path: Path) -> N
 def test_listening_beyond_loopback_warns(live_server: Callable[..., LiveServer]) -> None:
     loud = live_server({}, ("--host", "0.0.0.0"))
     assert "reachable from other machines" in loud.logs()
+
+
+def test_idle_connections_are_kept_for_server_keep_alive(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    """`server.keep_alive` reaches uvicorn: with 1 s, an idle connection is closed
+    by the server after about a second; a request within it is answered."""
+    server = live_server({"TENURE_SERVER_KEEP_ALIVE": "1"})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for _ in range(2):  # the second request reuses the connection
+            conn.request("GET", "/healthz")
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.read()
+        assert conn.sock is not None
+        idle_from = time.monotonic()
+        assert conn.sock.recv(1) == b""  # then the server closes it, idle
+        assert 0.5 < time.monotonic() - idle_from < 8
+    finally:
+        conn.close()
