@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,12 +216,20 @@ def sign_in_at(browser: Any, url: str, token: str) -> Watched:
     page.on("response", lambda r: answers.append(f"{r.status} {r.request.method} {r.url}"))
     page.goto(url + "/")
     page.wait_for_url("**/login")
-    page.fill("#token", token)
-    page.click("#sign-in")
-    try:
-        page.wait_for_url(url + "/")
-    except PlaywrightTimeout as exc:
-        raise AssertionError(_stuck_on_sign_in(page, answers, errors)) from exc
+    for attempt in (1, 2):
+        page.fill("#token", token)
+        page.click("#sign-in")
+        try:
+            page.wait_for_url(url + "/", timeout=15_000)
+            break
+        except PlaywrightTimeout as exc:
+            stuck = _stuck_on_sign_in(page, answers, errors)
+            if attempt == 2:
+                raise AssertionError(stuck) from exc
+            # Once in ~1,000 CI runs a sign-in never reached the board, with no
+            # clue left: say what this one saw, then try once more from the form.
+            warnings.warn(stuck, stacklevel=2)
+            page.goto(url + "/login")
     page.wait_for_selector(".live.on", timeout=10_000)
     return Watched(page, errors)
 
