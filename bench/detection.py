@@ -6,7 +6,9 @@ replays that trace through the real engine under every policy
 and prints two tables: issue 9's scores, and the figures issue 10's goals
 are stated in (false recoveries and median latency against `seed`'s on the
 same traces, deaths that closed their session explicitly and deaths whose
-connection dropped, apart; live stints with session blips). Figures, not a
+connection dropped, apart; live stints with session blips, how many of
+them were recovered, and how many of those for their session ending: an
+`agent_disconnected` recovery, not one for silence). Figures, not a
 test: nothing here asserts.
 
     .venv/bin/python bench/detection.py                                  # defaults
@@ -108,6 +110,7 @@ def goal_rows(pooled: dict[tuple[str, str], Scores], policies: list[str]) -> lis
                 "silent_median_s": percentile(silent, 50),
                 "blipped_live": len(blipped),
                 "blipped_recovered": sum(o.falsely_recovered for o in blipped),
+                "blipped_recovered_for_session": sum(o.recovered_for_session for o in blipped),
             }
         )
     order = {name: i for i, name in enumerate(policies)}
@@ -131,6 +134,7 @@ def goal_table(rows: list[dict[str, Any]]) -> str:
         "silent50",
         "blipped",
         "blip_rec",
+        "for_session",
     ]
     keys = [
         "policy",
@@ -147,6 +151,7 @@ def goal_table(rows: list[dict[str, Any]]) -> str:
         "silent_median_s",
         "blipped_live",
         "blipped_recovered",
+        "blipped_recovered_for_session",
     ]
 
     def cell(key: str, value: Any) -> str:
@@ -268,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     print(scores_table(rows, ("policy", "profile")))
     print(
         "# Against seed on the same traces; deaths that closed their session (explicitly), "
-        "whose connection dropped, silent; blips\n"
+        "whose connection dropped, silent; live stints with blips, recovered, recovered for "
+        "their session\n"
     )
     print(goal_table(goals))
     return 0

@@ -196,6 +196,13 @@ def test_a_session_blip_followed_by_activity_is_not_recovered() -> None:
     late = replay(blip(back_at=100 + POLICY.suspect_after_close_s + 2 * INTERVAL), "spec")
     assert late.false_recoveries == 1 and late.outcomes[0].reclaims
     within_a_pass(only_recovery(late), 100 + POLICY.suspect_after_close_s)
+    # ...and the outcome says it was taken for its session, not for silence.
+    assert late.outcomes[0].recovery_reasons == ("agent_disconnected",)
+    assert late.outcomes[0].recovered_for_session
+    # The same agent, no blip, silent as long: taken for silence (spec's cadence).
+    seed = replay(silent_400_s(writes=False), "seed")
+    assert seed.outcomes[0].recovery_reasons == ("lease_expired",)
+    assert seed.outcomes[0].falsely_recovered and not seed.outcomes[0].recovered_for_session
 
 
 def test_the_same_trace_gives_the_same_scores_twice() -> None:

@@ -340,6 +340,7 @@ class _Replay:
 
     async def _score(self) -> Scores:
         recovered: dict[tuple[str, str], list[float]] = defaultdict(list)
+        reasons: dict[tuple[str, str, float], str] = {}
         reclaimed: dict[tuple[str, str], list[float]] = defaultdict(list)
         revivals = 0
         log: dict[str, int] = defaultdict(int)
@@ -349,18 +350,23 @@ class _Replay:
             t = _seconds(datetime.fromisoformat(row["at"]))
             if row["type"] in _RECOVERY_EVENTS:
                 recovered[key].append(t)
+                reasons[(*key, t)] = str((row.get("data") or {}).get("reason", ""))
             elif row["type"] == "lease.reclaimed":
                 reclaimed[key].append(t)
             elif row["type"] == "lease.revived":
                 revivals += 1
         outcomes = [
-            self._outcome(s, recovered[(s.agent, s.task)], reclaimed[(s.agent, s.task)])
+            self._outcome(s, recovered[(s.agent, s.task)], reclaimed[(s.agent, s.task)], reasons)
             for s in self.stints
         ]
         return score(outcomes, revivals, dict(self.refusals), dict(log))
 
     def _outcome(
-        self, stint: Stint, recovered: list[float], reclaimed: list[float]
+        self,
+        stint: Stint,
+        recovered: list[float],
+        reclaimed: list[float],
+        reasons: dict[tuple[str, str, float], str],
     ) -> StintOutcome:
         later = [t for t in self.starts[(stint.agent, stint.task)] if t > stint.start]
         until = stint.end if not stint.dead else min(later, default=float("inf"))
@@ -390,6 +396,7 @@ class _Replay:
             dropped_session=stint.dropped_session,
             blips=stint.blips,
             recoveries=mine,
+            recovery_reasons=tuple(reasons.get((stint.agent, stint.task, t), "") for t in mine),
             reclaims=backs,
             detected_at=detected,
             lost_s=lost,

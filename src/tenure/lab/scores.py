@@ -42,6 +42,7 @@ class StintOutcome:
     dropped_session: bool = False
     blips: int = 0
     recoveries: tuple[float, ...] = ()
+    recovery_reasons: tuple[str, ...] = ()
     reclaims: tuple[float, ...] = ()
     detected_at: float | None = None
     lost_s: float = 0.0
@@ -54,6 +55,11 @@ class StintOutcome:
     def falsely_recovered(self) -> bool:
         """A live stint recovered at least once."""
         return not self.dead and bool(self.recoveries)
+
+    @property
+    def recovered_for_session(self) -> bool:
+        """A live stint recovered at least once because its session ended."""
+        return not self.dead and "agent_disconnected" in self.recovery_reasons
 
     @property
     def latency_s(self) -> float | None:
