@@ -46,7 +46,11 @@ def test_adaptive_is_a_detector_kind_and_reads_the_worktree() -> None:
 
 def test_with_no_rhythm_the_allowance_is_the_priors_quantile() -> None:
     d = ADAPTIVE.detector
-    expected = d.prior_median_s * math.exp(z(d.phi_threshold) * d.prior_sigma)
+    quantile = d.prior_median_s * math.exp(z(d.phi_threshold) * d.prior_sigma)
+    uncapped = Policy(detector=replace(d, max_silence_s=10_000.0))
+    assert rhythm_allowance(None, uncapped) == pytest.approx(quantile)
+    # With the default numbers the prior's quantile (711 s) is past the cap.
+    expected = min(quantile, d.max_silence_s)
     assert rhythm_allowance(None, ADAPTIVE) == pytest.approx(expected)
     lease_s, grace_s = first_duration(make_task(), ADAPTIVE)
     assert grace_s == d.adaptive_grace_s and lease_s + grace_s == pytest.approx(expected)

@@ -3,7 +3,8 @@
 Each test is one case of docs/detection.md ("What the adaptive detector
 does, case by case"): a steady agent, a bursty one, a merge conflict, a
 session blip (a dropped connection), a silent death, a death that closed its
-session (explicitly) and a death whose connection dropped. Expected
+session (explicitly), a death whose connection dropped, and a slow holder
+whose rhythm would allow more than the cap (`max_silence_s`). Expected
 times come from the policy's own numbers (`rhythm_allowance` over the gaps
 the trace gives the holder), with one monitor interval of tolerance.
 """
@@ -153,3 +154,51 @@ def test_a_death_whose_connection_drops_is_recovered_when_the_drop_window_ends()
     # With a 30 s window for drops too, it is recovered within 30 s.
     quick = Policy(detector=DetectorPolicy(kind="adaptive", suspect_window_s=30.0))
     near(first_recovery(death_after("dropped"), quick), 240)
+
+
+# A slow holder's call gaps (the `harsh` profile's kind: long bursts, long tails).
+SLOW_GAPS = [85.0, 250.0, 120.0, 400.0, 90.0, 300.0]
+SLOW_TIMES = [sum(SLOW_GAPS[: i + 1]) for i in range(len(SLOW_GAPS))]
+
+
+def slow_agent() -> list[dict[str, Any]]:
+    return [ev(0, "assign", task="T1"), *reports(SLOW_TIMES)]
+
+
+def test_no_rhythm_excuses_more_silence_than_the_cap() -> None:
+    # The slow holder's fitted allowance is well past the cap (max_silence_s);
+    # dead after its last report, it is recovered at the cap, not later.
+    cap = ADAPTIVE.detector.max_silence_s
+    uncapped = replace(ADAPTIVE.detector, max_silence_s=10_000.0)
+    lease = Lease("lab", "T1", "a1", 1, START, START, 0.0, START, START, START)
+    slow = replace(lease, signal_gaps=tuple(SLOW_GAPS), progress=60)
+    assert rhythm_allowance(slow, replace(ADAPTIVE, detector=uncapped)) > 1.5 * cap
+    assert allowance(SLOW_GAPS, 60) == cap
+    last = SLOW_TIMES[-1]
+    near(first_recovery([*slow_agent(), ev(last + 10, "death", task="T1")]), last + cap)
+    # Writes after the report put the recovery one cap after the last write.
+    writes = [ev(last + 60, "write"), ev(last + 120, "write"), ev(last + 130, "death", task="T1")]
+    near(first_recovery([*slow_agent(), *writes]), last + 120 + cap)
+
+
+def test_a_slow_agent_writing_through_a_long_gap_is_never_recovered() -> None:
+    # 900 s between two reports, longer than the cap, but it writes every
+    # 120 s: each write is a sign of life, counted when it happened.
+    last = SLOW_TIMES[-1]
+    trace = [*slow_agent(), *(ev(last + t, "write") for t in range(120, 900, 120))]
+    trace += [ev(last + 900, "progress", task="T1", progress=80)]
+    trace += [ev(last + 950, "complete", task="T1")]
+    assert first_recovery(trace) is None
+
+
+def test_a_slow_agent_quiet_for_longer_than_the_cap_is_recovered() -> None:
+    # The price of the cap: a live agent silent (no call, no write) past it
+    # loses its task, and claims it back at its next call.
+    cap = ADAPTIVE.detector.max_silence_s
+    last = SLOW_TIMES[-1]
+    quiet = 0.9 * cap
+    short = [*slow_agent(), ev(last + quiet, "progress", task="T1", progress=80)]
+    assert first_recovery([*short, ev(last + quiet + 50, "complete", task="T1")]) is None
+    long = [*slow_agent(), ev(last + cap + 60, "progress", task="T1", progress=80)]
+    long += [ev(last + cap + 100, "complete", task="T1")]
+    near(first_recovery(long), last + cap)

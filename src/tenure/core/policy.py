@@ -158,7 +158,10 @@ class DetectorPolicy:
     finishing_factor: float = 1.5
     validator_silence_s: float = 180.0
     min_silence_s: float = 90.0
-    max_silence_s: float = 900.0
+    # No rhythm excuses more silence (no call, no worktree change) than this:
+    # the lab's live agents are rarely that silent, even slow ones, while a
+    # slow holder's fitted allowance would otherwise reach 900 s and more.
+    max_silence_s: float = 500.0
     adaptive_grace_s: float = 30.0
     suspect_window_s: float = 120.0
 
