@@ -146,7 +146,7 @@ class Coordinator:
 
     async def authenticate(self, token: str | None) -> Caller:
         """Who a bearer token belongs to (a read; agents' calls re-check in their unit)."""
-        return await self.store.read(lambda tx: self.authenticate_in(tx, token))
+        return await self.store.read(lambda tx: self.authenticate_in(tx, token), quick=True)
 
     # ------------------------------------------------------------ agent helpers
     def _agent(self, tx: Tx, caller: Caller) -> Agent:

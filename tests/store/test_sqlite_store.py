@@ -237,6 +237,52 @@ async def test_a_quick_unit_queues_behind_a_busy_writer_and_commits_in_order(
     await store.close()
 
 
+async def test_a_quick_read_runs_on_the_calling_thread_and_elsewhere_when_busy(
+    tmp_path: Path,
+) -> None:
+    """A quick read (a token's owner) runs on the event loop's thread. If SQLite
+    answers busy there, it never waits on that thread: it runs again on a
+    reader thread. (A WAL reader is rarely busy; here the read itself meets a
+    real SQLITE_BUSY, from a write lock another connection holds.)"""
+    path = tmp_path / "t.db"
+    store = await SqliteStore.open(path, FakeClock())
+    board = Board("b1", "B", FakeClock().now())
+    await store.run(lambda tx: tx.insert_board(board))
+    loop_thread = threading.get_ident()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    def boards(tx: Any) -> tuple[list[Board], int]:
+        if threading.get_ident() == loop_thread and busy:
+            probe = sqlite3.connect(path, isolation_level=None, timeout=0)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate_error(exc) from exc
+            finally:
+                probe.close()
+        return tx.list_boards(), threading.get_ident()
+
+    busy = False
+    assert await store.read(boards, quick=True) == ([board], loop_thread)
+    busy = True
+    found, thread = await store.read(boards, quick=True)
+    assert found == [board] and thread != loop_thread
+    # Other failures are not tried again.
+    calls: list[int] = []
+
+    def gone(tx: Any) -> None:
+        calls.append(threading.get_ident())
+        raise StoreUnavailable("the disk went away")
+
+    with pytest.raises(StoreUnavailable, match="disk"):
+        await store.read(gone, quick=True)
+    assert calls == [loop_thread]
+    other.execute("ROLLBACK")
+    other.close()
+    await store.close()
+
+
 async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not an SQLite database at all" * 200)

@@ -249,8 +249,12 @@ class Store(Protocol):
         raises `StoreUnavailable`.
         """
 
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run a read-only `fn` (SQLite: on a reader connection, apart from the writer)."""
+    async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
+        """Run a read-only `fn` (SQLite: on a reader connection, apart from the writer).
+
+        `quick` says `fn` reads a few indexed rows and has no side effects (a
+        token's owner): SQLite may run it on the calling thread.
+        """
 
     async def events_after(
         self,

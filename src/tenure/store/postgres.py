@@ -221,7 +221,7 @@ class PostgresStore:
         """Run `fn` in one transaction on a worker thread; commit unless it raises."""
         return await self._submit(self._run_sync, fn)
 
-    async def read(self, fn: Callable[[Tx], T]) -> T:
+    async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
         """Run a read-only `fn` in one transaction.
 
         Not declared READ ONLY: readers may still lock rows (`due_hooks`), and

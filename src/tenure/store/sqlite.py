@@ -190,19 +190,22 @@ class SqliteStore:
         if conn is not None:
             conn.close()
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _reader(self, *, inline: bool = False) -> sqlite3.Connection:
+        """This thread's reader connection; `inline`: the one for reads run on
+        the event loop's thread, which never waits for a lock (busy timeout 0)."""
+        name = "inline" if inline else "conn"
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
         if conn is None:
             try:
                 conn = _connect(
                     self.path,
-                    busy_timeout_ms=self._busy_timeout_ms,
+                    busy_timeout_ms=0 if inline else self._busy_timeout_ms,
                     synchronous=self._synchronous,
                     reader=True,
                 )
             except sqlite3.Error as exc:
                 raise translate_error(exc) from exc
-            self._local.conn = conn
+            setattr(self._local, name, conn)
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
@@ -368,8 +371,8 @@ class SqliteStore:
             return [(False, translate_error(exc)) for _ in group]
         return outcomes
 
-    def _read_sync(self, fn: Callable[[SqliteTx], T]) -> T:
-        conn = self._reader()
+    def _read_sync(self, fn: Callable[[SqliteTx], T], *, inline: bool = False) -> T:
+        conn = self._reader(inline=inline)
         try:
             conn.execute("BEGIN")
             tx = SqliteTx(conn, self.clock.now())
@@ -380,9 +383,23 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise translate_error(exc) from exc
 
-    async def read(self, fn: Callable[[SqliteTx], T]) -> T:
-        """Run a read-only `fn` on a reader connection (a consistent snapshot)."""
+    async def read(self, fn: Callable[[SqliteTx], T], *, quick: bool = False) -> T:
+        """Run a read-only `fn` on a reader connection (a consistent snapshot).
+
+        A `quick` read (a few indexed rows: a token's owner) runs at once on
+        the calling thread, the event loop's, sparing two thread hops. It never
+        waits there: if SQLite answers busy (a WAL reset in progress), `fn`
+        runs again on a reader thread, so it must have no side effects.
+        """
         self._check_open()
+        if quick:
+            try:
+                return self._read_sync(fn, inline=True)
+            except StoreUnavailable as err:
+                cause = err.__cause__
+                code = getattr(cause, "sqlite_errorcode", 0)
+                if not isinstance(cause, sqlite3.Error) or code & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
         return await asyncio.get_running_loop().run_in_executor(
             self._reader_pool, self._read_sync, fn
         )
