@@ -50,7 +50,14 @@ from common import (  # noqa: E402
 from inprocess import bench_size  # noqa: E402
 from monitor_bench import bench_monitor  # noqa: E402
 from queue_bench import queue_rate  # noqa: E402
-from server_bench import bench_memory, bench_wire  # noqa: E402
+from server_bench import TRANSPORTS, bench_memory, bench_wire  # noqa: E402
+
+#: How the results name each client of bench/server_bench.py.
+CLIENTS = {
+    "lean": "HTTP, lean client",
+    "http": "HTTP, httpx AsyncClient",
+    "mcp": "MCP, the SDK's client",
+}
 
 PROC_VENV = HERE / ".venv-procrastinate"
 PROC_DB = "procrastinate_bench"
@@ -215,15 +222,20 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             "## Over the wire (tenure serve on SQLite, loopback)",
             "",
             "Open loop: 50 agents, each renewing once a second (50/s offered); latency "
-            "from each call's scheduled moment.",
+            "from each call's scheduled moment. The lean client writes each request on a "
+            "kept-alive socket and reads the answer by its length: the server's latency. "
+            "httpx's AsyncClient adds its own cost in the same process (what a Python "
+            "agent using it sees).",
             "",
             "| transport | calls | errors | p50 ms | p99 ms | max ms |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for kind in ("http", "mcp"):
+        for kind in TRANSPORTS:
+            if f"{kind}_open" not in wire:
+                continue  # a run from before the lean client
             o = wire[f"{kind}_open"]
             lines.append(
-                f"| {kind.upper()} | {o['calls']} | {o['errors']} | {o['p50_ms']:.2f} | "
+                f"| {CLIENTS[kind]} | {o['calls']} | {o['errors']} | {o['p50_ms']:.2f} | "
                 f"{o['p99_ms']:.2f} | {o['max_ms']:.2f} |"
             )
         lines += [
@@ -233,7 +245,9 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             "| transport | C=1 | C=4 | C=16 | C=50 | best with 0 errors |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for kind in ("http", "mcp"):
+        for kind in TRANSPORTS:
+            if f"{kind}_closed" not in wire:
+                continue
             c = wire[f"{kind}_closed"]
             cells = [
                 f"{lv['rate']:,.0f}/s" + (f" ({lv['errors']} err)" if lv["errors"] else "")
@@ -241,7 +255,7 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             ]
             best = c["best"]
             lines.append(
-                f"| {kind.upper()} | {' | '.join(cells)} | "
+                f"| {CLIENTS[kind]} | {' | '.join(cells)} | "
                 f"{best['rate']:,.0f}/s at C={best.get('concurrency', '-')} |"
             )
         lines.append("")

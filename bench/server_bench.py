@@ -45,6 +45,9 @@ SERVE = (
     "sys.exit(serve(load_settings()))"
 )
 AGENTS = 50
+#: The clients: the lean HTTP one (the server's own latency), httpx's
+#: AsyncClient (what a Python agent using httpx sees), the MCP SDK's client.
+TRANSPORTS = ("lean", "http", "mcp")
 
 
 def _free_port() -> int:
@@ -151,6 +154,44 @@ class HttpAgent:
         await self.client.aclose()
 
 
+class LeanHttpAgent:
+    """The same call as HttpAgent over one kept-alive socket, with nothing
+    between the bench and the wire: a request written, a response read by its
+    Content-Length. It measures the server; httpx's AsyncClient adds several
+    milliseconds of its own per call on this machine (see docs/performance.md)."""
+
+    def __init__(self, url: str, token: str, task_id: str) -> None:
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.head = (
+            f"POST /api/v1/tasks/{task_id}/progress HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        )
+        self.n = 0
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def renew(self) -> bool:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        self.n += 1
+        body = json.dumps({"progress": self.n % 100, "message": "step"}).encode()
+        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        return head.startswith(b"HTTP/1.1 200")
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            await self.streams[1].wait_closed()
+
+
 class McpAgent:
     """An MCP session over streamable HTTP. The SDK's client must be entered and
     left in one task, so a task of its own holds the session and makes the calls
@@ -211,6 +252,8 @@ class McpAgent:
 async def _agents(kind: str, url: str, held: list[tuple[str, str]]) -> list[Any]:
     if kind == "http":
         return [HttpAgent(url, token, task) for token, task in held]
+    if kind == "lean":
+        return [LeanHttpAgent(url, token, task) for token, task in held]
     agents = [McpAgent(url, token, task) for token, task in held]
     for agent in agents:
         await agent.open()
@@ -280,7 +323,7 @@ async def bench_wire(folder: Path, seconds: float, closed_seconds: float) -> dic
     server.start()
     out: dict[str, Any] = {}
     try:
-        for kind in ("http", "mcp"):
+        for kind in TRANSPORTS:
             agents = await _agents(kind, server.url, held)
             try:
                 await closed_loop(agents[:5], 1.0)  # warm the connections and caches
