@@ -85,23 +85,31 @@ def write(tx: Tx, change: Change, effects: Effects | None = None) -> None:
 
 
 class Held:
-    """The calling agent's live leases within one unit of work.
+    """The calling agent's live leases within one unit of work, and those that
+    ended since its last call (for its notice).
 
-    Read once (one indexed query) and kept current as the unit writes leases,
+    Read once (one statement) and kept current as the unit writes leases,
     so an agent's call asks the store for them once instead of at every step
     (subject, touches, answer, notice): fewer statements and fewer lease rows
-    decoded per call.
+    decoded per call, and no read after the unit's writes (on PostgreSQL they
+    then travel with the commit).
     """
 
-    __slots__ = ("_by_task", "agent_id")
+    __slots__ = ("_by_task", "agent_id", "ended")
 
-    def __init__(self, agent_id: str, leases: list[Lease]) -> None:
+    def __init__(
+        self, agent_id: str, leases: list[Lease], ended: list[Lease] | None = None
+    ) -> None:
         self.agent_id = agent_id
         self._by_task = {lease.task_id: lease for lease in leases}
+        #: The agent's leases ended since its last call, oldest end first.
+        self.ended: list[Lease] = list(ended or ())
 
     @classmethod
     def read(cls, tx: Tx, agent: Agent) -> Held:
-        return cls(agent.id, tx.live_leases_of_agent(agent.board_id, agent.id))
+        since = agent.last_seen_at or agent.created_at
+        live, ended = tx.leases_of_agent(agent.board_id, agent.id, since)
+        return cls(agent.id, live, ended)
 
     def leases(self) -> list[Lease]:
         """The live leases, in the store's order (oldest assignment first)."""
@@ -115,6 +123,8 @@ class Held:
         lease = change.lease
         if lease is None:
             return
+        if lease.agent_id == self.agent_id and not lease.live:
+            self.ended.append(lease)
         if lease.agent_id == self.agent_id and lease.live:
             self._by_task[lease.task_id] = lease
         elif (mine := self._by_task.get(lease.task_id)) is not None and mine.epoch <= lease.epoch:

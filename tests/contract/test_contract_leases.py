@@ -228,6 +228,32 @@ async def test_ended_leases_of_an_agent_since_a_moment(store: Any) -> None:
     assert await store.read(lambda tx: tx.ended_leases_of_agent(BOARD, "a2", at(0))) == []
 
 
+async def test_leases_of_an_agent_are_its_live_ones_and_those_ended_since(store: Any) -> None:
+    """`leases_of_agent`: what `live_leases_of_agent` and `ended_leases_of_agent`
+    answer, in one statement (an agent's call reads both at its start)."""
+    await _with_tasks(store, "t1", "t2", "t3", "t4")
+    await store.run(
+        seed(
+            lease("t1", "a1", ended_at=at(10), end_reason=EndReason.LEASE_EXPIRED),
+            lease("t2", "a1", ended_at=at(20), end_reason=EndReason.UNASSIGNED),
+            lease("t3", "a1", assigned_at=at(30)),
+            lease("t4", "a1", assigned_at=at(25)),
+            lease("t1", "a2", epoch=2),
+        )
+    )
+    for since in (at(0), at(15), at(21)):
+        both = await store.read(lambda tx, since=since: tx.leases_of_agent(BOARD, "a1", since))
+        apart = await store.read(
+            lambda tx, since=since: (
+                tx.live_leases_of_agent(BOARD, "a1"),
+                tx.ended_leases_of_agent(BOARD, "a1", since),
+            )
+        )
+        assert both == apart
+    live, ended = await store.read(lambda tx: tx.leases_of_agent(BOARD, "a1", at(15)))
+    assert [x.task_id for x in live] == ["t4", "t3"] and [x.task_id for x in ended] == ["t2"]
+
+
 async def test_a_unit_of_work_that_raises_leaves_nothing_behind(store: Any) -> None:
     await _with_tasks(store, "t1")
 

@@ -169,6 +169,13 @@ class Tx(Protocol):
     def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
         """The agent's leases that ended at or after `since` (for "you lost a lease" notices)."""
 
+    def leases_of_agent(
+        self, board_id: str, agent_id: str, ended_since: datetime
+    ) -> tuple[list[Lease], list[Lease]]:
+        """`live_leases_of_agent` and `ended_leases_of_agent(..., ended_since)`
+        at once (one statement, each half on its own index): an agent's call
+        reads both at its start."""
+
     # events, comments, counters, outbox -------------------------------------
     def append_event(self, event: Event) -> int:
         """Append to the log; returns the event's id."""

@@ -8,8 +8,13 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from tenure.core.errors import Conflict, InvalidInput, StoreUnavailable, TenureError
+from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
 from tenure.store.base import TransientFailure
+
+#: The SQLSTATEs `tenure_expect_one` (migration 0005) raises when a checked
+#: write changed no row: its lease moved on; its row does not exist.
+EXPECTED_ONE_ROW = "TN001"
+ROW_MISSING = "TN002"
 
 
 def translate(exc: BaseException) -> TenureError | None:
@@ -21,6 +26,15 @@ def translate(exc: BaseException) -> TenureError | None:
     if isinstance(exc, TenureError):
         return exc
     sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate in (EXPECTED_ONE_ROW, ROW_MISSING):
+        # A write kept for the commit changed no row (see `PostgresTx.write_together`).
+        diag = getattr(exc, "diag", None)
+        message = getattr(diag, "message_primary", None) or str(exc)
+        if sqlstate == ROW_MISSING:
+            return NotFound(message, details={"sqlstate": sqlstate})
+        return TransientFailure(
+            f"{message}: lost a race; try again", details={"sqlstate": sqlstate}
+        )
     if sqlstate.startswith("40"):
         # Class 40, transaction rollback: deadlock_detected, serialization_failure...
         # (psycopg does not make them subclasses of TransactionRollback).

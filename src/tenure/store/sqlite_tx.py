@@ -392,6 +392,20 @@ class SqliteTx(SqliteUpkeep):
         )
         return [lease_from_row(row) for row in rows]
 
+    def leases_of_agent(
+        self, board_id: str, agent_id: str, ended_since: datetime
+    ) -> tuple[list[Lease], list[Lease]]:
+        rows = self._all(
+            f"SELECT * FROM ({_LEASE_SELECT} INDEXED BY leases_live_by_agent "
+            "WHERE board_id = ? AND agent_id = ? AND ended_at IS NULL "
+            "ORDER BY assigned_at, task_id) UNION ALL "
+            f"SELECT * FROM ({_LEASE_SELECT} INDEXED BY leases_ended_by_agent "
+            "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? ORDER BY ended_at, task_id)",
+            (board_id, agent_id, board_id, agent_id, encode_time(ended_since)),
+        )
+        leases = [lease_from_row(row) for row in rows]
+        return [x for x in leases if x.live], [x for x in leases if not x.live]
+
     def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
         rows = self._all(
             f"{_LEASE_SELECT} INDEXED BY leases_ended_by_agent "
