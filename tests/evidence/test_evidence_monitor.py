@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.gitrepo import Repo
+from tests.support.world import SPEC_POLICY
 
 from tenure.auth import ADMIN, Caller, Role
 from tenure.clock import FakeClock
@@ -65,7 +66,10 @@ class Rig:
 async def rig(tmp_path: Path, roots: Path) -> AsyncIterator[Rig]:
     clock = FakeClock(START)
     store = await open_sqlite(tmp_path / "tenure.db", clock)
-    coordinator = Coordinator(store, options=Options(allowed_worktree_roots=(str(roots),)))
+    # SPEC's detector: these tests wait out its first phase (FIRST_DUE).
+    coordinator = Coordinator(
+        store, policy=SPEC_POLICY, options=Options(allowed_worktree_roots=(str(roots),))
+    )
     await coordinator.admin.create_board(ADMIN, "b1")
     evidence = GitEvidence(allowed_roots=(str(roots),), template="", git_timeout=10.0)
     monitor = Monitor(coordinator, interval=10.0, evidence=evidence)

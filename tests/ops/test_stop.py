@@ -18,6 +18,8 @@ from tenure.server import Runtime
 from tenure.settings import load_settings
 
 QUICK = {
+    # SPEC's detector, whose phases these are (the default, `adaptive`, allows 90 s at least).
+    "TENURE_DETECTOR_POLICY": "spec",
     **{f"TENURE_LEASE_PHASE{n}_LEASE": "0.01" for n in (1, 2, 3, 4)},
     **{f"TENURE_LEASE_PHASE{n}_GRACE": "0.01" for n in (1, 2, 3, 4)},
     "TENURE_LEASE_DEFAULT_LEASE": "0.01",

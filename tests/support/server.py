@@ -3,8 +3,9 @@
 `start_server(folder, env)` runs `tenure serve` (uvicorn, the real lifespan,
 the real monitor) on a free loopback port with its SQLite file in `folder`,
 waits until /readyz answers, and reads the admin token the server printed
-at its first start. `LiveServer.restart()` stops it and starts it again on
-the same port and file. Every wait is a bounded poll.
+at its first start; it runs SPEC's detector unless `env` names another.
+`LiveServer.restart()` stops it and starts it again on the same port and
+file. Every wait is a bounded poll.
 
 Fixtures built on it (see tests/server/conftest.py): `live_server`, a
 factory; `short_lease_env`, settings with leases of seconds.
@@ -196,6 +197,10 @@ def start_server(
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TENURE_")},
         "TENURE_LOG_LEVEL": "INFO",
+        # SPEC's detector unless `env` says otherwise: live-server tests wait
+        # out its phase numbers (short leases recovered within seconds), and
+        # the default detector, `adaptive`, allows at least 90 s of silence.
+        "TENURE_DETECTOR_POLICY": "spec",
         **(env or {}),
     }
     return LiveServer(folder, free_port(), full_env, extra_args).start()

@@ -143,7 +143,7 @@ class DetectorPolicy:
       no DELETE (a blip, or a killed process tree) `suspect_window_s`.
     """
 
-    kind: Literal["spec", "seed", "fixed", "adaptive"] = "spec"
+    kind: Literal["spec", "seed", "fixed", "adaptive"] = "adaptive"
     silence_multiplier: float = 5.0
     min_stamps_for_cadence: int = 2
     fixed_ttl_s: float = 300.0
