@@ -8,13 +8,15 @@ mapping shared with SQLite; only times differ (timestamptz takes aware
 datetimes, see `rows.keep_time`).
 
 Each operation is one statement. psycopg prepares a statement on the server
-after a few executions (`prepare_threshold`), so the hot ones (claim, renew,
-touch) are parsed and planned once per connection. The writes nothing waits
-for (events, counters, comments, outbox rows, last-seen marks) are kept until
-the end and sent with COMMIT as one simple query (values bound on the
-client): one round trip for all of them. (psycopg's pipeline mode was tried
-for this and was slower here: its flush requests and closing sync cost more
-than the round trips it saved.)
+after a few executions (`prepare_threshold`), so the hot reads are parsed and
+planned once per connection. The writes nothing waits for (events, counters,
+comments, outbox rows, last-seen marks) are kept until the end and sent with
+COMMIT as one simple query (values bound on the client): one round trip for
+all of them. Under `write_together` (every Coordinator unit, the monitor's
+batches) the task and lease writes join them, each wrapped so the server
+checks that it changed exactly one row (`tenure_expect_one`). (psycopg's
+pipeline mode was tried for this and was slower here: its flush requests and
+closing sync cost more than the round trips it saved.)
 
 A statement that fails leaves the PostgreSQL transaction aborted, so the
 first failure is remembered (`failure`): the store refuses to commit a unit of
