@@ -121,10 +121,14 @@ SELECT ?, printf('%s-%07d', ?, i), 'seeded', ?, CASE WHEN ? THEN printf('seed-%0
 _SQLITE_SEED_LEASES = """
 INSERT INTO leases (board_id, task_id, epoch, agent_id, version, assigned_at, expires_at,
                     grace_s, recover_after, last_renewed_at, last_signal_at)
-WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
-SELECT ?, printf('live-%07d', i), 1, printf('seed-%07d', i), 1, ?,
-       CASE WHEN ? > 0 AND i % ? = 0 THEN ? ELSE ? END, 60.0,
-       CASE WHEN ? > 0 AND i % ? = 0 THEN ? ELSE ? END, ?, ? FROM n
+WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?),
+     m(i, due) AS (SELECT i, ? > 0 AND i % ? = 0 FROM n)
+SELECT ?, printf('live-%07d', i), 1, printf('seed-%07d', i), 1,
+       CASE WHEN due THEN ? ELSE ? END,
+       CASE WHEN due THEN ? ELSE ? END, 60.0,
+       CASE WHEN due THEN ? ELSE ? END,
+       CASE WHEN due THEN ? ELSE ? END,
+       CASE WHEN due THEN ? ELSE ? END FROM m
 """
 _SQLITE_SEED_AGENTS = """
 INSERT INTO agents (board_id, id, name, token_hash, created_at)
@@ -143,11 +147,13 @@ _PG_SEED_LEASES = """
 INSERT INTO leases (board_id, task_id, epoch, agent_id, version, assigned_at, expires_at,
                     grace_s, recover_after, last_renewed_at, last_signal_at)
 SELECT %(board)s, 'live-' || lpad(i::text, 7, '0'), 1, 'seed-' || lpad(i::text, 7, '0'), 1,
-       %(now)s,
-       CASE WHEN %(every)s > 0 AND i %% %(every)s = 0 THEN %(due_exp)s ELSE %(exp)s END, 60.0,
-       CASE WHEN %(every)s > 0 AND i %% %(every)s = 0 THEN %(due_ra)s ELSE %(ra)s END,
-       %(now)s, %(now)s
-FROM generate_series(%(start)s, %(stop)s - 1) AS i
+       CASE WHEN due THEN %(due_seen)s ELSE %(now)s END,
+       CASE WHEN due THEN %(due_exp)s ELSE %(exp)s END, 60.0,
+       CASE WHEN due THEN %(due_ra)s ELSE %(ra)s END,
+       CASE WHEN due THEN %(due_seen)s ELSE %(now)s END,
+       CASE WHEN due THEN %(due_seen)s ELSE %(now)s END
+FROM (SELECT i, %(every)s > 0 AND i %% %(every)s = 0 AS due
+      FROM generate_series(%(start)s, %(stop)s - 1) AS i) AS m
 """
 _PG_SEED_AGENTS = """
 INSERT INTO agents (board_id, id, name, token_hash, created_at)
@@ -158,12 +164,14 @@ FROM generate_series(0, %(count)s - 1) AS i
 
 
 def _times(now: datetime) -> dict[str, datetime]:
-    """Seeded leases: far from due, or due an hour ago."""
+    """Seeded leases: far from due, or due an hour ago with their holder silent
+    for two hours (dead to every detector, `adaptive`'s 500 s cap included)."""
     return {
         "exp": now + timedelta(days=1),
         "ra": now + timedelta(days=1, seconds=60),
         "due_exp": now - timedelta(hours=1, seconds=60),
         "due_ra": now - timedelta(hours=1),
+        "due_seen": now - timedelta(hours=2),
     }
 
 
@@ -183,10 +191,10 @@ async def seed_live(bench: Bench, start: int, stop: int, due_every: int = 0) -> 
             tx.conn.execute(
                 _SQLITE_SEED_LEASES,
                 (
-                    start, stop, bench.board_id, e(now),
-                    due_every, max(due_every, 1), e(t["due_exp"]), e(t["exp"]),
-                    due_every, max(due_every, 1), e(t["due_ra"]), e(t["ra"]),
-                    e(now), e(now),
+                    start, stop, due_every, max(due_every, 1), bench.board_id,
+                    e(t["due_seen"]), e(now), e(t["due_exp"]), e(t["exp"]),
+                    e(t["due_ra"]), e(t["ra"]), e(t["due_seen"]), e(now),
+                    e(t["due_seen"]), e(now),
                 ),
             )  # fmt: skip
         else:
