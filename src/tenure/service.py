@@ -41,7 +41,7 @@ from tenure.inputs import PATH_MAX, text
 from tenure.sinks import NullSink, Sink
 from tenure.store.base import Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, merge, write
-from tenure.views import lease_view, task_view
+from tenure.views import LeaseViews, task_view
 
 log = logging.getLogger("tenure.service")
 
@@ -190,21 +190,22 @@ class Coordinator:
                 write(tx, change, effects)
                 book.apply(change)
 
-    def _seen(self, tx: Tx, agent: Agent, held: Held | None = None) -> dict[str, Any]:
+    def _seen(
+        self, tx: Tx, agent: Agent, held: Held | None = None, views: LeaseViews | None = None
+    ) -> dict[str, Any]:
         """Record that the agent called, and build its notice of leases held and lost."""
         now = tx.now
+        views = views or LeaseViews(now, self.policy)
         book = held if held is not None else Held.read(tx, agent)
         lost = [
-            lease_view(lease, now, self.policy)
+            views.of(lease)
             for lease in book.ended
             if lease.end_reason is not None
             and str(lease.end_reason)
             in {"lease_expired", "agent_disconnected", "validation_timeout", "unassigned"}
         ]
         tx.mark_seen(agent.board_id, agent.id, now)
-        notice: dict[str, Any] = {
-            "leases": [lease_view(lease, now, self.policy) for lease in book.leases()]
-        }
+        notice: dict[str, Any] = {"leases": [views.of(lease) for lease in book.leases()]}
         if lost:
             notice["lost"] = lost
             notice["message"] = (
@@ -234,12 +235,13 @@ class Coordinator:
         now = tx.now
         current = change.task or task
         mine = held.get(current.id)
+        views = LeaseViews(now, self.policy)
         return {
             "ok": change.error is None,
             "result": str(change.kind),
-            "task": task_view(current, now, self.policy, mine),
-            "lease": lease_view(mine, now, self.policy) if mine else None,
-            "notice": self._seen(tx, agent, held),
+            "task": task_view(current, now, self.policy, mine, views=views),
+            "lease": views.of(mine) if mine else None,
+            "notice": self._seen(tx, agent, held, views),
         }
 
     def _act(
@@ -341,26 +343,28 @@ class Coordinator:
         granted = change.task or task
         lease = change.lease
         assert lease is not None  # create always makes a lease
-        view = task_view(granted, now, self.policy, lease)
+        views = LeaseViews(now, self.policy)
+        view = task_view(granted, now, self.policy, lease, views=views)
         return {
             "ok": True,
             "task": view,
-            "lease": lease_view(lease, now, self.policy),
+            "lease": views.of(lease),
             "handoff": view["handoff"],
-            "notice": self._seen(tx, agent, held),
+            "notice": self._seen(tx, agent, held, views),
         }
 
     def _nothing(
         self, tx: Tx, agent: Agent, reason: str, held: list[Lease], book: Held
     ) -> dict[str, Any]:
+        views = LeaseViews(tx.now, self.policy)
         return {
             "ok": True,
             "task": None,
             "reason": reason,
             "message": NOTHING_READY[reason],
             "retry_after_s": self.options.claim_retry_after_s,
-            "held": [lease_view(lease, tx.now, self.policy) for lease in held],
-            "notice": self._seen(tx, agent, book),
+            "held": [views.of(lease) for lease in held],
+            "notice": self._seen(tx, agent, book, views),
         }
 
     async def report_progress(self, caller: Caller, task_id: str, report: Report) -> dict[str, Any]:

@@ -67,6 +67,26 @@ def lease_view(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:
     }
 
 
+class LeaseViews:
+    """`lease_view` at one moment, each lease's dict made once: an agent's
+    answer shows its lease up to three times (with the task, alone, and in
+    its notice), and the three are one and the same."""
+
+    __slots__ = ("_made", "now", "policy")
+
+    def __init__(self, now: datetime, policy: Policy) -> None:
+        self.now = now
+        self.policy = policy
+        # id -> (the lease, its view): the lease is kept so its id stays its own.
+        self._made: dict[int, tuple[Lease, dict[str, Any]]] = {}
+
+    def of(self, lease: Lease) -> dict[str, Any]:
+        made = self._made.get(id(lease))
+        if made is None or made[0] is not lease:
+            made = self._made[id(lease)] = (lease, lease_view(lease, self.now, self.policy))
+        return made[1]
+
+
 def handoff_view(handoff: Handoff | None, now: datetime, *, include_expired: bool = False) -> Any:
     """A handoff as the next agent receives it; None once it has expired."""
     if handoff is None or not (include_expired or is_visible(handoff, now)):
@@ -81,8 +101,13 @@ def task_view(
     lease: Lease | None = None,
     *,
     include_expired_handoff: bool = False,
+    views: LeaseViews | None = None,
 ) -> dict[str, Any]:
     """A task with its live lease (if any) and its current handoff."""
+    if lease is None:
+        shown = None
+    else:
+        shown = views.of(lease) if views is not None else lease_view(lease, now, policy)
     return {
         "board_id": task.board_id,
         "id": task.id,
@@ -104,7 +129,7 @@ def task_view(
         "updated_at": iso(task.updated_at),
         "completed_at": iso(task.completed_at),
         "handoff": handoff_view(task.handoff, now, include_expired=include_expired_handoff),
-        "lease": lease_view(lease, now, policy) if lease else None,
+        "lease": shown,
     }
 
 

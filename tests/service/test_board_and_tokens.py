@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tests.support.world import World
 
+from tenure.core.decisions import Report
 from tenure.core.errors import Conflict, Forbidden, InvalidInput, Unauthorized
 
 
@@ -167,3 +168,18 @@ async def test_a_worktree_given_at_claim_is_checked_and_kept(tmp_path: Path) -> 
         assert agents[0]["worktree"] == str((root / "a1").resolve())
     finally:
         await made.store.close()
+
+
+async def test_an_answer_shows_the_callers_lease_the_same_everywhere(world: World) -> None:
+    """The lease in a claim's answer, in its task and in its notice is one view,
+    equal to the lease read afterwards at the same moment."""
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    claimed = await world.claim(a1)
+    lease = claimed["lease"]
+    assert claimed["task"]["lease"] is lease
+    assert claimed["notice"]["leases"] == [lease]
+    assert (await world.task("T1"))["lease"] == lease
+    report = await world.coordinator.report_progress(a1, "T1", Report(progress=40))
+    assert report["lease"]["progress"] == 40 and report["lease"]["version"] == lease["version"] + 1
+    assert report["task"]["lease"] == report["lease"] == report["notice"]["leases"][0]
