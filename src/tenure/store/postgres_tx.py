@@ -35,6 +35,7 @@ import psycopg
 
 from tenure.core.errors import Conflict, NotFound, TenureError
 from tenure.core.model import Agent, Board, Event, Lease, Task, TaskStatus
+from tenure.store import postgres_sql as pgsql
 from tenure.store import rows
 from tenure.store.base import ClaimFilter
 from tenure.store.postgres_errors import EXPECTED_ONE_ROW, ROW_MISSING, translate
@@ -65,66 +66,6 @@ __all__ = [
 #: How far past a transaction's start a write time read from a row may move
 #: its `now` (see `PostgresTx.now`): a race lasts moments, not minutes.
 CAUSAL_REACH = timedelta(seconds=30)
-
-_BOARDS = rows.columns(rows.BOARD_COLUMNS)
-_AGENTS = rows.columns(rows.AGENT_COLUMNS)
-_TASKS = rows.columns(rows.TASK_COLUMNS)
-_LEASES = rows.columns(rows.LEASE_COLUMNS)
-
-
-def _marks(count: int) -> str:
-    return rows.placeholders(count, "%s")
-
-
-def _assignments(names: Sequence[str]) -> str:
-    return ", ".join(f"{name} = %s" for name in names)
-
-
-# The claim order of migrations/postgres/0001_initial.sql's tasks_claim_order
-# index, repeated verbatim so the planner can walk that index.
-_CLAIM_ORDER = (
-    "(CASE WHEN recovery_count > 0 AND handoff IS NOT NULL THEN 0 ELSE 1 END), "
-    "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END), "
-    "created_at, id"
-)
-
-_SQL_INSERT_BOARD = (
-    f"INSERT INTO boards ({_BOARDS}) VALUES ({_marks(len(rows.BOARD_COLUMNS))}) "
-    "ON CONFLICT DO NOTHING"
-)
-_SQL_UPDATE_BOARD = f"UPDATE boards SET {_assignments(rows.BOARD_COLUMNS[1:])} WHERE id = %s"
-_SQL_INSERT_AGENT = (
-    f"INSERT INTO agents ({_AGENTS}) SELECT {_marks(len(rows.AGENT_COLUMNS))} "
-    "WHERE EXISTS (SELECT 1 FROM boards WHERE id = %s) ON CONFLICT DO NOTHING"
-)
-_SQL_UPDATE_AGENT = (
-    f"UPDATE agents SET {_assignments(rows.AGENT_COLUMNS[2:])} WHERE board_id = %s AND id = %s"
-)
-_SQL_INSERT_TASK = (
-    f"INSERT INTO tasks ({_TASKS}) SELECT {_marks(len(rows.TASK_COLUMNS))} "
-    "WHERE EXISTS (SELECT 1 FROM boards WHERE id = %s) ON CONFLICT DO NOTHING"
-)
-_SQL_UPDATE_TASK = (
-    f"UPDATE tasks SET {_assignments(rows.TASK_COLUMNS[2:])} WHERE board_id = %s AND id = %s"
-)
-_SQL_INSERT_LEASE = (
-    f"INSERT INTO leases ({_LEASES}) SELECT {_marks(len(rows.LEASE_COLUMNS))} "
-    "WHERE EXISTS (SELECT 1 FROM tasks WHERE board_id = %s AND id = %s) "
-    "ON CONFLICT DO NOTHING"
-)
-_LEASE_KEYS = len(rows.LEASE_KEY_COLUMNS)
-_SQL_UPDATE_LEASE = (
-    f"UPDATE leases SET {_assignments(rows.LEASE_COLUMNS[_LEASE_KEYS:])} "
-    "WHERE board_id = %s AND task_id = %s AND epoch = %s AND version = %s"
-)
-# A write that must change exactly one row, checked on the server (0005).
-_SQL_EXPECT_ONE = (
-    "WITH changed AS ({write} RETURNING 1) SELECT tenure_expect_one(count(*), %s, %s) FROM changed"
-)
-_SQL_CLAIM = (
-    f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND status = 'todo' "
-    f"ORDER BY {_CLAIM_ORDER} LIMIT %s FOR UPDATE SKIP LOCKED"
-)
 
 
 class PostgresTx(PostgresLog, PostgresUpkeep):
@@ -277,7 +218,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         that changing anything but exactly one row aborts the transaction:
         as a lost race, or with `missing` as a row that does not exist."""
         code = ROW_MISSING if missing else EXPECTED_ONE_ROW
-        self._later(_SQL_EXPECT_ONE.format(write=sql), (*params, what, code))
+        self._later(pgsql.SQL_EXPECT_ONE.format(write=sql), (*params, what, code))
         self._writes_kept = True
 
     def _send_kept(self) -> None:
@@ -332,28 +273,28 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def insert_board(self, board: Board) -> None:
         """Add a board; `Conflict` if its id (or enrolment key) exists."""
-        cur = self._exec(_SQL_INSERT_BOARD, rows.board_to_row(board, rows.keep_time))
+        cur = self._exec(pgsql.SQL_INSERT_BOARD, rows.board_to_row(board, rows.keep_time))
         if cur.rowcount == 0:
             raise Conflict(f"board {board.id!r} already exists", details={"board": board.id})
 
     def get_board(self, board_id: str) -> Board | None:
-        row = self._one(f"SELECT {_BOARDS} FROM boards WHERE id = %s", (board_id,))
+        row = self._one(f"SELECT {pgsql.BOARDS} FROM boards WHERE id = %s", (board_id,))
         return None if row is None else rows.board_from_row(row)
 
     def list_boards(self) -> list[Board]:
-        found = self._all(f"SELECT {_BOARDS} FROM boards ORDER BY id")
+        found = self._all(f"SELECT {pgsql.BOARDS} FROM boards ORDER BY id")
         return [rows.board_from_row(row) for row in found]
 
     def update_board(self, board: Board) -> None:
         values = rows.board_to_row(board, rows.keep_time)
-        cur = self._exec(_SQL_UPDATE_BOARD, (*values[1:], board.id))
+        cur = self._exec(pgsql.SQL_UPDATE_BOARD, (*values[1:], board.id))
         _require_row(cur, f"board {board.id!r}")
 
     def board_by_key_hash(self, key_hash: str) -> Board | None:
         """The board whose enrolment key (or viewer token) hashes to `key_hash`."""
         row = self._one(
-            f"SELECT {_BOARDS} FROM boards WHERE enrolment_key_hash = %s "
-            f"UNION ALL SELECT {_BOARDS} FROM boards WHERE viewer_token_hash = %s LIMIT 1",
+            f"SELECT {pgsql.BOARDS} FROM boards WHERE enrolment_key_hash = %s "
+            f"UNION ALL SELECT {pgsql.BOARDS} FROM boards WHERE viewer_token_hash = %s LIMIT 1",
             (key_hash, key_hash),
         )
         return None if row is None else rows.board_from_row(row)
@@ -363,7 +304,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def insert_agent(self, agent: Agent) -> None:
         """Add an agent; `Conflict` if (board, id) or its token exists."""
         values = rows.agent_to_row(agent, rows.keep_time)
-        cur = self._exec(_SQL_INSERT_AGENT, (*values, agent.board_id))
+        cur = self._exec(pgsql.SQL_INSERT_AGENT, (*values, agent.board_id))
         if cur.rowcount == 0:
             if self.get_board(agent.board_id) is None:
                 raise _missing_parent(f"agent {agent.id!r}", agent.board_id)
@@ -371,7 +312,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def update_agent(self, agent: Agent) -> None:
         values = rows.agent_to_row(agent, rows.keep_time)
-        cur = self._exec(_SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
+        cur = self._exec(pgsql.SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
         _require_row(cur, f"agent {agent.id!r} of board {agent.board_id!r}")
 
     def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
@@ -383,17 +324,18 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
         row = self._one(
-            f"SELECT {_AGENTS} FROM agents WHERE board_id = %s AND id = %s", (board_id, agent_id)
+            f"SELECT {pgsql.AGENTS} FROM agents WHERE board_id = %s AND id = %s",
+            (board_id, agent_id),
         )
         return None if row is None else rows.agent_from_row(row)
 
     def agent_by_token_hash(self, token_hash: str) -> Agent | None:
-        row = self._one(f"SELECT {_AGENTS} FROM agents WHERE token_hash = %s", (token_hash,))
+        row = self._one(f"SELECT {pgsql.AGENTS} FROM agents WHERE token_hash = %s", (token_hash,))
         return None if row is None else rows.agent_from_row(row)
 
     def list_agents(self, board_id: str) -> list[Agent]:
         found = self._all(
-            f"SELECT {_AGENTS} FROM agents WHERE board_id = %s ORDER BY id", (board_id,)
+            f"SELECT {pgsql.AGENTS} FROM agents WHERE board_id = %s ORDER BY id", (board_id,)
         )
         return [rows.agent_from_row(row) for row in found]
 
@@ -406,7 +348,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def insert_task(self, task: Task) -> None:
         """Add a task; `Conflict` if (board, id) exists, `NotFound` without the board."""
         values = rows.task_to_row(task, rows.keep_time)
-        cur = self._exec(_SQL_INSERT_TASK, (*values, task.board_id))
+        cur = self._exec(pgsql.SQL_INSERT_TASK, (*values, task.board_id))
         if cur.rowcount == 0:
             if self.get_board(task.board_id) is None:
                 raise _missing_parent(f"task {task.id!r}", task.board_id)
@@ -418,15 +360,17 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         params = (*values[2:], task.board_id, task.id)
         what = f"task {task.id!r} of board {task.board_id!r}"
         if self._together:
-            self._checked_later(_SQL_UPDATE_TASK, params, f"{what} does not exist", missing=True)
+            missing = f"{what} does not exist"
+            self._checked_later(pgsql.SQL_UPDATE_TASK, params, missing, missing=True)
             return
-        _require_row(self._exec(_SQL_UPDATE_TASK, params), what)
+        _require_row(self._exec(pgsql.SQL_UPDATE_TASK, params), what)
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row until the transaction ends."""
         lock = " FOR UPDATE" if for_update else ""
         row = self._one(
-            f"SELECT {_TASKS} FROM tasks WHERE board_id = %s AND id = %s{lock}", (board_id, task_id)
+            f"SELECT {pgsql.TASKS} FROM tasks WHERE board_id = %s AND id = %s{lock}",
+            (board_id, task_id),
         )
         return None if row is None else self._task(row)
 
@@ -434,7 +378,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         if not keys:
             return {}
         found = self._all(
-            f"SELECT {_TASKS} FROM tasks WHERE (board_id, id) IN "
+            f"SELECT {pgsql.TASKS} FROM tasks WHERE (board_id, id) IN "
             "(SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY board_id, id FOR UPDATE",
             ([board for board, _ in keys], [task for _, task in keys]),
         )
@@ -444,7 +388,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def list_tasks(
         self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
     ) -> list[Task]:
-        sql = f"SELECT {_TASKS} FROM tasks WHERE board_id = %s"
+        sql = f"SELECT {pgsql.TASKS} FROM tasks WHERE board_id = %s"
         params: list[Any] = [board_id]
         if status is not None:
             sql += " AND status = %s"
@@ -461,7 +405,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
         """`todo` tasks in claim order, locked; rows other claimers hold are skipped."""
-        found = self._all(_SQL_CLAIM, (flt.board_id, flt.limit))
+        found = self._all(pgsql.SQL_CLAIM, (flt.board_id, flt.limit))
         return [self._task(row) for row in found]
 
     def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
@@ -482,9 +426,9 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         params = (*values, lease.board_id, lease.task_id)
         if self._together:
             what = f"lease of task {lease.task_id!r} (epoch {lease.epoch}): not added"
-            self._checked_later(_SQL_INSERT_LEASE, params, what)
+            self._checked_later(pgsql.SQL_INSERT_LEASE, params, what)
             return
-        cur = self._exec(_SQL_INSERT_LEASE, params)
+        cur = self._exec(pgsql.SQL_INSERT_LEASE, params)
         if cur.rowcount == 0:
             if (
                 self._one(
@@ -503,15 +447,15 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def update_lease(self, lease: Lease, expected_version: int) -> bool:
         """Write `lease` if the stored one still has `expected_version`."""
         values = rows.lease_to_row(lease, rows.keep_time)
-        params = (*values[_LEASE_KEYS:], *values[:_LEASE_KEYS], expected_version)
+        params = (*values[pgsql.LEASE_KEYS :], *values[: pgsql.LEASE_KEYS], expected_version)
         if self._together:
             what = f"lease of task {lease.task_id!r} (epoch {lease.epoch}) moved on"
-            self._checked_later(_SQL_UPDATE_LEASE, params, what)
+            self._checked_later(pgsql.SQL_UPDATE_LEASE, params, what)
             return True
-        return self._exec(_SQL_UPDATE_LEASE, params).rowcount == 1
+        return self._exec(pgsql.SQL_UPDATE_LEASE, params).rowcount == 1
 
     def _leases(self, where: str, params: Sequence[Any], tail: str = "") -> list[Lease]:
-        found = self._all(f"SELECT {_LEASES} FROM leases WHERE {where} {tail}", params)
+        found = self._all(f"SELECT {pgsql.LEASES} FROM leases WHERE {where} {tail}", params)
         return [self._lease(row) for row in found]
 
     def live_lease(self, board_id: str, task_id: str) -> Lease | None:
@@ -548,9 +492,9 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         self, board_id: str, agent_id: str, ended_since: datetime
     ) -> tuple[list[Lease], list[Lease]]:
         found = self._all(
-            f"(SELECT {_LEASES} FROM leases WHERE board_id = %s AND agent_id = %s "
+            f"(SELECT {pgsql.LEASES} FROM leases WHERE board_id = %s AND agent_id = %s "
             "AND ended_at IS NULL ORDER BY assigned_at, task_id) UNION ALL "
-            f"(SELECT {_LEASES} FROM leases WHERE board_id = %s AND agent_id = %s "
+            f"(SELECT {pgsql.LEASES} FROM leases WHERE board_id = %s AND agent_id = %s "
             "AND ended_at >= %s ORDER BY ended_at, task_id)",
             (board_id, agent_id, board_id, agent_id, ended_since),
         )
