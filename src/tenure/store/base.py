@@ -166,15 +166,13 @@ class Tx(Protocol):
 
     def lease_history(self, board_id: str, task_id: str) -> list[Lease]: ...
 
-    def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
-        """The agent's leases that ended at or after `since` (for "you lost a lease" notices)."""
-
     def leases_of_agent(
         self, board_id: str, agent_id: str, ended_since: datetime
     ) -> tuple[list[Lease], list[Lease]]:
-        """`live_leases_of_agent` and `ended_leases_of_agent(..., ended_since)`
-        at once (one statement, each half on its own index): an agent's call
-        reads both at its start."""
+        """The agent's live leases (as `live_leases_of_agent`) and those that
+        ended at or after `ended_since`, oldest end first (for "you lost a
+        lease" notices), in one statement, each half on its own index: an
+        agent's call reads both at its start."""
 
     # events, comments, counters, outbox -------------------------------------
     def append_event(self, event: Event) -> int:

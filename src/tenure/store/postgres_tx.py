@@ -480,14 +480,6 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
             "ORDER BY assigned_at, task_id",
         )
 
-    def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
-        """The agent's leases that ended at or after `since`."""
-        return self._leases(
-            "board_id = %s AND agent_id = %s AND ended_at >= %s",
-            (board_id, agent_id, since),
-            "ORDER BY ended_at, task_id",
-        )
-
     def leases_of_agent(
         self, board_id: str, agent_id: str, ended_since: datetime
     ) -> tuple[list[Lease], list[Lease]]:

@@ -406,15 +406,6 @@ class SqliteTx(SqliteUpkeep):
         leases = [lease_from_row(row) for row in rows]
         return [x for x in leases if x.live], [x for x in leases if not x.live]
 
-    def ended_leases_of_agent(self, board_id: str, agent_id: str, since: datetime) -> list[Lease]:
-        rows = self._all(
-            f"{_LEASE_SELECT} INDEXED BY leases_ended_by_agent "
-            "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? "
-            "ORDER BY ended_at, task_id",
-            (board_id, agent_id, encode_time(since)),
-        )
-        return [lease_from_row(row) for row in rows]
-
     # events, comments, counters, outbox ---------------------------------------------
 
     def queue_event(self, event: Event) -> None:
