@@ -91,15 +91,13 @@ def bumped(lease: Lease, **changes: Any) -> Lease:
 
 def with_deadline(lease: Lease, policy: Policy) -> Lease:
     """`lease` with recover-after recomputed from its expiry, grace and suspicion."""
-    return replace(
-        lease,
-        recover_after=compute_recover_after(
-            lease.expires_at,
-            lease.grace_s,
-            lease.suspect_since,
-            policy,
-            dropped=lease.suspect_dropped,
-        ),
+    return replace(lease, recover_after=deadline(lease.expires_at, lease.grace_s, lease, policy))
+
+
+def deadline(expires_at: datetime, grace_s: float, lease: Lease, policy: Policy) -> datetime:
+    """Recover-after for `lease` given a new expiry and grace (its suspicion as is)."""
+    return compute_recover_after(
+        expires_at, grace_s, lease.suspect_since, policy, dropped=lease.suspect_dropped
     )
 
 
@@ -184,12 +182,18 @@ def learned(lease: Lease, now: datetime, policy: Policy) -> Lease:
     """`lease` after a call of its holder at `now`: the gap since its previous
     call joins the rhythm (the last `rhythm_window`), unless shorter than
     `min_gap_s` (a burst of calls is one moment of activity)."""
+    return replace(lease, **rhythm_changes(lease, now, policy))
+
+
+def rhythm_changes(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:
+    """The fields `learned` changes, for a caller that folds them into a write
+    of its own (one `replace` of a lease costs more than its arithmetic)."""
     detector = policy.detector
     gap = (now - (lease.last_call_at or lease.assigned_at)).total_seconds()
     gaps = lease.signal_gaps
     if gap >= detector.min_gap_s:
         gaps = (*gaps, round(gap, 3))[-detector.rhythm_window :]
-    return replace(lease, last_call_at=now, signal_gaps=gaps)
+    return {"last_call_at": now, "signal_gaps": gaps}
 
 
 def revival(lease: Lease, now: datetime, fx: Effects) -> ChangeKind | None:

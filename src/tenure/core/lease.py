@@ -66,17 +66,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from tenure.core.decisions import UNCHANGED, Change, ChangeKind, Report, Subject
 from tenure.core.effects import (
     Effects,
     bumped,
     check_stall,
+    deadline,
     escalate,
     learned,
     lease_event,
     new_lease,
     revival,
+    rhythm_changes,
     with_deadline,
 )
 from tenure.core.ending import (
@@ -211,16 +214,22 @@ def touch(
         stamps = (*stamps, now)[-policy.cadence_window :]
     # A change made before the session closed says nothing of after.
     suspect_since = _still_suspect(lease, stamp)
+    dropped = lease.suspect_dropped and suspect_since is not None
+    expires_at = max(lease.expires_at, stamp + timedelta(seconds=lease_s))
+    grace_s = max(lease.grace_s, grace_s)
     new = bumped(
         rhythm,
-        expires_at=max(lease.expires_at, stamp + timedelta(seconds=lease_s)),
-        grace_s=max(lease.grace_s, grace_s),
+        expires_at=expires_at,
+        grace_s=grace_s,
+        recover_after=compute_recover_after(
+            expires_at, grace_s, suspect_since, policy, dropped=dropped
+        ),
         last_signal_at=max(lease.last_signal_at, stamp),
         suspect_since=suspect_since,
-        suspect_dropped=lease.suspect_dropped and suspect_since is not None,
+        suspect_dropped=dropped,
         progress_stamps=stamps,
     )
-    new = check_stall(with_deadline(new, policy), now, policy, fx)
+    new = check_stall(new, now, policy, fx)
     return fx.change(kind, lease=new, expected_version=lease.version)
 
 
@@ -313,20 +322,24 @@ def extend_for_conflict(lease: Lease, now: datetime, policy: Policy) -> Change:
 
 def _with_report(lease: Lease, rep: Report, now: datetime, progress: int) -> Lease:
     """`lease` (not yet bumped) carrying what a report says: progress, note, branch."""
+    return replace(lease, **_report_changes(lease, rep, now, progress))
+
+
+def _report_changes(lease: Lease, rep: Report, now: datetime, progress: int) -> dict[str, Any]:
+    """The fields `_with_report` changes."""
     moved = progress != lease.progress
-    return replace(
-        lease,
-        progress=progress,
-        max_progress=max(lease.max_progress, progress),
-        message=rep.message or lease.message,
-        branch=rep.branch or lease.branch,
-        head_sha=rep.head_sha.lower() if rep.head_sha else lease.head_sha,
-        last_signal_at=now,
-        suspect_since=None,
-        suspect_dropped=False,
-        progress_changed_at=now if moved else lease.progress_changed_at,
-        flags=lease.flags - {LeaseFlag.STALLED} if moved else lease.flags,
-    )
+    return {
+        "progress": progress,
+        "max_progress": max(lease.max_progress, progress),
+        "message": rep.message or lease.message,
+        "branch": rep.branch or lease.branch,
+        "head_sha": rep.head_sha.lower() if rep.head_sha else lease.head_sha,
+        "last_signal_at": now,
+        "suspect_since": None,
+        "suspect_dropped": False,
+        "progress_changed_at": now if moved else lease.progress_changed_at,
+        "flags": lease.flags - {LeaseFlag.STALLED} if moved else lease.flags,
+    }
 
 
 def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy) -> Change:
@@ -348,16 +361,24 @@ def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy)
         )
     kind = revival(lease, now, fx) or ChangeKind.RENEWED
     moved = progress != lease.progress
+    # Two copies of the lease rather than five: the report, the rhythm and the
+    # renewal change disjoint fields, and a renewal is the hottest write.
     new = bumped(
-        learned(_with_report(lease, rep, now, progress), now, policy),
+        lease,
+        **_report_changes(lease, rep, now, progress),
+        **rhythm_changes(lease, now, policy),
         renewal_count=lease.renewal_count + 1,
         progress_stamps=(*lease.progress_stamps, now)[-policy.cadence_window :],
         last_renewed_at=now,
         renewals_without_progress=0 if moved else lease.renewals_without_progress + 1,
     )
     lease_s, grace_s = renewal_duration(new, policy, task.estimated_hours)
-    new = with_deadline(
-        replace(new, expires_at=now + timedelta(seconds=lease_s), grace_s=grace_s), policy
+    expires_at = now + timedelta(seconds=lease_s)
+    new = replace(
+        new,
+        expires_at=expires_at,
+        grace_s=grace_s,
+        recover_after=deadline(expires_at, grace_s, new, policy),
     )
     fx.events.append(
         lease_event(
