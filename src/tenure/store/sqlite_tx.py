@@ -18,6 +18,7 @@ from typing import Any
 from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
 from tenure.core.model import Agent, Board, Comment, Event, Lease, Task, TaskStatus
 from tenure.store.base import ClaimFilter, OutboxRow
+from tenure.store.memo import Memo, lease_round_trips
 from tenure.store.rows import (
     AGENT_COLUMNS,
     BOARD_COLUMNS,
@@ -162,6 +163,17 @@ _OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
 # queries proportional to what it returns (and fails loudly if it is dropped).
 
 
+#: Leases and tasks decoded from rows, kept by the row (see `tenure.store.memo`).
+_LEASES = Memo(lease_from_row)
+_TASKS = Memo(task_from_row)
+
+
+def _remember(row: tuple[Any, ...], lease: Lease) -> None:
+    """Keep a just-written lease as what its row decodes to, when it would."""
+    if lease_round_trips(lease):
+        _LEASES.remember(row, lease)
+
+
 class SqliteTx(SqliteUpkeep):
     """One open SQLite transaction (see `tenure.store.base.Tx`)."""
 
@@ -270,7 +282,7 @@ class SqliteTx(SqliteUpkeep):
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         # for_update needs nothing here: BEGIN IMMEDIATE already holds the write lock.
         row = self._one(f"{_TASK_SELECT} WHERE board_id = ? AND id = ?", (board_id, task_id))
-        return None if row is None else task_from_row(row)
+        return None if row is None else _TASKS.decode(row)
 
     def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
         # One indexed lookup each: statements cost no round trip here, and the
@@ -292,7 +304,7 @@ class SqliteTx(SqliteUpkeep):
                 f"{_TASK_SELECT} WHERE board_id = ? AND status = ? ORDER BY created_at, id LIMIT ?",
                 (board_id, str(status), count),
             )
-        return [task_from_row(row) for row in rows]
+        return [_TASKS.decode(row) for row in rows]
 
     def delete_task(self, board_id: str, task_id: str) -> bool:
         cursor = self._exec("DELETE FROM tasks WHERE board_id = ? AND id = ?", (board_id, task_id))
@@ -301,7 +313,7 @@ class SqliteTx(SqliteUpkeep):
     def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
         # Skills are judged by the caller (the store does not pre-filter on SQLite).
         rows = self._all(_CLAIM_CANDIDATES, (flt.board_id, flt.limit))
-        return [task_from_row(row) for row in rows]
+        return [_TASKS.decode(row) for row in rows]
 
     def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         if not task_ids:
@@ -317,7 +329,9 @@ class SqliteTx(SqliteUpkeep):
 
     def insert_lease(self, lease: Lease) -> None:
         what = f"lease of task {lease.task_id!r} (epoch {lease.epoch})"
-        self._exec(_LEASE_INSERT, lease_to_row(lease), what)
+        row = lease_to_row(lease)
+        self._exec(_LEASE_INSERT, row, what)
+        _remember(row, lease)
 
     def write_together(self) -> None:
         """Nothing to do: a statement here is a call, not a round trip."""
@@ -331,16 +345,22 @@ class SqliteTx(SqliteUpkeep):
             key = (*row[:3], expected_version)
             cursor = self._exec(_LEASE_UPDATE_LIVE, (*values, *key, *fixed), what)
             if cursor.rowcount == 1:
+                # The columns left out of SET matched `fixed` and a live end:
+                # the stored row is now `row`, column for column.
+                _remember(row, lease)
                 return True
         cursor = self._exec(_LEASE_UPDATE, (*row[3:], *row[:3], expected_version), what)
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        _remember(row, lease)
+        return True
 
     def live_lease(self, board_id: str, task_id: str) -> Lease | None:
         row = self._one(
             f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? AND ended_at IS NULL",
             (board_id, task_id),
         )
-        return None if row is None else lease_from_row(row)
+        return None if row is None else _LEASES.decode(row)
 
     def last_lease_of(self, board_id: str, task_id: str, agent_id: str) -> Lease | None:
         row = self._one(
@@ -348,7 +368,7 @@ class SqliteTx(SqliteUpkeep):
             "ORDER BY epoch DESC LIMIT 1",
             (board_id, task_id, agent_id),
         )
-        return None if row is None else lease_from_row(row)
+        return None if row is None else _LEASES.decode(row)
 
     def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]:
         rows = self._all(
@@ -357,7 +377,7 @@ class SqliteTx(SqliteUpkeep):
             "ORDER BY assigned_at, task_id",
             (board_id, agent_id),
         )
-        return [lease_from_row(row) for row in rows]
+        return [_LEASES.decode(row) for row in rows]
 
     def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
         found = {key: self.live_lease(*key) for key in keys}
@@ -375,7 +395,7 @@ class SqliteTx(SqliteUpkeep):
                 "WHERE board_id = ? AND ended_at IS NULL ORDER BY task_id",
                 (board_id,),
             )
-        return [lease_from_row(row) for row in rows]
+        return [_LEASES.decode(row) for row in rows]
 
     def due_leases(self, now: datetime, limit: int) -> list[Lease]:
         rows = self._all(
@@ -383,14 +403,14 @@ class SqliteTx(SqliteUpkeep):
             "WHERE ended_at IS NULL AND recover_after <= ? ORDER BY recover_after LIMIT ?",
             (encode_time(now), limit),
         )
-        return [lease_from_row(row) for row in rows]
+        return [_LEASES.decode(row) for row in rows]
 
     def lease_history(self, board_id: str, task_id: str) -> list[Lease]:
         rows = self._all(
             f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? ORDER BY epoch",
             (board_id, task_id),
         )
-        return [lease_from_row(row) for row in rows]
+        return [_LEASES.decode(row) for row in rows]
 
     def leases_of_agent(
         self, board_id: str, agent_id: str, ended_since: datetime
@@ -403,7 +423,7 @@ class SqliteTx(SqliteUpkeep):
             "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? ORDER BY ended_at, task_id)",
             (board_id, agent_id, board_id, agent_id, encode_time(ended_since)),
         )
-        leases = [lease_from_row(row) for row in rows]
+        leases = [_LEASES.decode(row) for row in rows]
         return [x for x in leases if x.live], [x for x in leases if not x.live]
 
     # events, comments, counters, outbox ---------------------------------------------

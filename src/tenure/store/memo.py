@@ -1,0 +1,102 @@
+"""Records decoded from SQLite rows, remembered by the row.
+
+SQLite hands a row back exactly as it was written: the same text, numbers and
+NULLs. A task row is read again and again while its lease is renewed, and a
+lease row is read by the next call of its holder just as the previous call
+wrote it. Decoding such a row (some twenty timestamps of a lease parsed from
+text) is a good part of a call's cost, so the decoded record is kept, keyed by
+the row itself: equal rows decode to equal records, and records are frozen, so
+a remembered one may be handed to any number of callers.
+
+A write remembers the row it wrote with the record it came from, but only a
+record that decoding its row would rebuild exactly, value for value and type
+for type (`lease_round_trips`); anything else is decoded when next read.
+
+PostgreSQL rows carry driver values (lists for jsonb) that cannot be keys,
+and reads there cost a round trip that dwarfs decoding: only the SQLite
+store uses this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from tenure.core.model import EndReason, Lease, LeaseFlag
+
+R = TypeVar("R")
+
+#: Rows kept per kind of record; the memo is emptied when full (cheaper than
+#: an LRU's bookkeeping on every hit, and a full memo is a rare event).
+MEMO_SIZE = 4096
+
+
+class Memo(Generic[R]):
+    """One kind of record, remembered by the row it was decoded from."""
+
+    __slots__ = ("_decode", "_records", "_size")
+
+    def __init__(self, decode: Callable[[tuple[Any, ...]], R], size: int = MEMO_SIZE) -> None:
+        self._decode = decode
+        self._size = size
+        self._records: dict[tuple[Any, ...], R] = {}
+
+    def decode(self, row: tuple[Any, ...]) -> R:
+        """The record of `row`, decoded once."""
+        record = self._records.get(row)
+        if record is None:
+            record = self._decode(row)
+            self.remember(row, record)
+        return record
+
+    def remember(self, row: tuple[Any, ...], record: R) -> None:
+        """Keep `record` as what `row` decodes to (the caller vouches for it)."""
+        if len(self._records) >= self._size:
+            self._records.clear()
+        self._records[row] = record
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+_LEASE_TIMES = (
+    "assigned_at",
+    "expires_at",
+    "recover_after",
+    "last_renewed_at",
+    "last_signal_at",
+)
+_LEASE_OPTIONAL_TIMES = ("suspect_since", "progress_changed_at", "ended_at", "last_call_at")
+_LEASE_INTS = (
+    "epoch",
+    "version",
+    "renewal_count",
+    "progress",
+    "conflict_extensions",
+    "renewals_without_progress",
+    "max_progress",
+)
+
+
+def _utc(moment: datetime | None) -> bool:
+    return moment is None or (type(moment) is datetime and moment.tzinfo is UTC)
+
+
+def lease_round_trips(lease: Lease) -> bool:
+    """True when decoding `lease`'s row gives `lease` back exactly: every time an
+    aware UTC datetime, every count an int, every float a float, every flag
+    and reason its enum. (A lease built with, say, an int grace would come
+    back with a float one: equal, but not the same to a JSON view.)"""
+    return (
+        all(_utc(getattr(lease, name)) for name in _LEASE_TIMES)
+        and all(_utc(getattr(lease, name)) for name in _LEASE_OPTIONAL_TIMES)
+        and all(type(getattr(lease, name)) is int for name in _LEASE_INTS)
+        and type(lease.grace_s) is float
+        and type(lease.suspect_dropped) is bool
+        and all(_utc(stamp) for stamp in lease.progress_stamps)
+        and all(type(gap) is float for gap in lease.signal_gaps)
+        and all(type(flag) is LeaseFlag for flag in lease.flags)
+        and (lease.end_reason is None or type(lease.end_reason) is EndReason)
+        and type(lease.message) is str
+    )
