@@ -57,3 +57,34 @@ def test_records_round_trip_through_rows_in_both_time_forms() -> None:
         assert rows.task_from_row(rows.task_to_row(task, encoder)) == task
     assert len(rows.lease_to_row(full_lease())) == len(rows.LEASE_COLUMNS)
     assert len(rows.task_to_row(full_task())) == len(rows.TASK_COLUMNS)
+
+
+@given(st.lists(_moments, max_size=6))
+def test_progress_stamps_are_written_as_json_would_and_read_back(stamps: list[datetime]) -> None:
+    text = rows.dump_stamps(tuple(stamps))
+    assert text == rows.dump_json([rows.encode_time(s) for s in stamps])
+    assert rows.load_stamps(text) == tuple(stamps)
+
+
+def test_progress_stamps_in_any_json_spelling_are_read() -> None:
+    # Written by hand, a backup or another tool: spaces, escapes, other zones.
+    want = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 3, tzinfo=UTC))
+    for text in (
+        '["2026-01-01T00:00:00+00:00", "2026-01-02T03:00:00+00:00"]',
+        '["2026-01-01T00:00:00\\u002b00:00","2026-01-02T03:00:00+00:00"]',
+        '["2026-01-01T05:30:00+05:30","2026-01-02T03:00:00"]',
+    ):
+        assert rows.load_stamps(text) == want
+        assert all(s.tzinfo is UTC for s in rows.load_stamps(text))
+    assert rows.load_stamps("[]") == () and rows.load_stamps([]) == ()
+    with pytest.raises(ValueError):
+        rows.load_stamps('["yesterday"]')
+
+
+@given(st.lists(st.floats(allow_nan=False) | st.integers(-(10**6), 10**6), max_size=6))
+def test_rhythm_gaps_are_written_as_json_would_and_read_back(gaps: list[float]) -> None:
+    text = rows.dump_gaps(tuple(gaps))
+    assert text == rows.dump_json(gaps)
+    back = rows.load_gaps(text)
+    assert back == tuple(float(g) for g in gaps)
+    assert all(type(g) is float for g in back)
