@@ -7,12 +7,13 @@ writes all of it in the same transaction as the lease.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from tenure.core.decisions import Change, ChangeKind, HookKind
 from tenure.core.errors import TenureError
+from tenure.core.evolve import evolve
 from tenure.core.model import Counter, Event, EventType, Lease, LeaseFlag, Task
 from tenure.core.policy import Policy
 from tenure.core.timing import compute_recover_after, first_duration
@@ -86,12 +87,12 @@ def lease_event(kind: EventType, lease: Lease, now: datetime, **data: Any) -> Ev
 
 def bumped(lease: Lease, **changes: Any) -> Lease:
     """`lease` with `changes` and its version one higher: every write goes through here."""
-    return replace(lease, version=lease.version + 1, **changes)
+    return evolve(lease, version=lease.version + 1, **changes)
 
 
 def with_deadline(lease: Lease, policy: Policy) -> Lease:
     """`lease` with recover-after recomputed from its expiry, grace and suspicion."""
-    return replace(lease, recover_after=deadline(lease.expires_at, lease.grace_s, lease, policy))
+    return evolve(lease, recover_after=deadline(lease.expires_at, lease.grace_s, lease, policy))
 
 
 def deadline(expires_at: datetime, grace_s: float, lease: Lease, policy: Policy) -> datetime:
@@ -125,7 +126,7 @@ def escalate(lease: Lease, now: datetime, why: str, fx: Effects) -> Lease:
             },
         )
     )
-    return replace(lease, flags=lease.flags | {LeaseFlag.ESCALATED})
+    return evolve(lease, flags=lease.flags | {LeaseFlag.ESCALATED})
 
 
 def check_stall(lease: Lease, now: datetime, policy: Policy, fx: Effects) -> Lease:
@@ -142,7 +143,7 @@ def check_stall(lease: Lease, now: datetime, policy: Policy, fx: Effects) -> Lea
     slow = (now - since).total_seconds() >= policy.stall_after_s
     if not (stuck or slow):
         return lease
-    lease = replace(lease, flags=lease.flags | {LeaseFlag.STALLED})
+    lease = evolve(lease, flags=lease.flags | {LeaseFlag.STALLED})
     fx.events.append(
         lease_event(
             EventType.LEASE_STALLED,
@@ -182,7 +183,7 @@ def learned(lease: Lease, now: datetime, policy: Policy) -> Lease:
     """`lease` after a call of its holder at `now`: the gap since its previous
     call joins the rhythm (the last `rhythm_window`), unless shorter than
     `min_gap_s` (a burst of calls is one moment of activity)."""
-    return replace(lease, **rhythm_changes(lease, now, policy))
+    return evolve(lease, **rhythm_changes(lease, now, policy))
 
 
 def rhythm_changes(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:

@@ -9,13 +9,13 @@ recovery budget.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from tenure.core.decisions import Change, ChangeKind, HookKind
 from tenure.core.effects import Effects, bumped, lease_event
 from tenure.core.errors import Conflict, InvalidInput
+from tenure.core.evolve import evolve
 from tenure.core.handoff import build_handoff, handoff_comment
 from tenure.core.model import (
     RECOVERY_REASONS,
@@ -74,7 +74,7 @@ def end_assignment(
     )
     new_task: Task | None = None
     if task.epoch == lease.epoch:
-        new_task = replace(
+        new_task = evolve(
             task,
             status=status,
             assignee=None if status is TaskStatus.TODO else task.assignee,
@@ -176,7 +176,7 @@ def recover(
             data={"recovery_reason": str(reason), "recovery_count": count},
         )
         assert ended.task is not None  # the epochs match, checked above
-        dead = replace(
+        dead = evolve(
             ended.task,
             recovery_count=count,
             flags=ended.task.flags | {TaskFlag.DEAD_LETTER, TaskFlag.ESCALATED},
@@ -218,7 +218,7 @@ def recover(
         data={"recovery_count": count},
     )
     assert ended.task is not None
-    back = replace(ended.task, recovery_count=count)
+    back = evolve(ended.task, recovery_count=count)
     fx.events.extend(ended.events)
     fx.comments.append(handoff_comment(handoff, recovered=True))
     fx.hooks.append((HookKind.RECOVERED, _hook_payload(back, lease, handoff, str(reason))))
@@ -237,7 +237,7 @@ def hand_back(task: Task, lease: Lease, now: datetime, policy: Policy, reason: E
     ended = end_assignment(
         task, lease, now, policy, reason=reason, status=TaskStatus.TODO, handoff=handoff
     )
-    return replace(ended, comments=(handoff_comment(handoff, recovered=False),))
+    return evolve(ended, comments=(handoff_comment(handoff, recovered=False),))
 
 
 def unassign(
@@ -275,7 +275,7 @@ def cancel(task: Task, live: Lease | None, now: datetime, policy: Policy) -> Cha
             status=TaskStatus.BLOCKED,
             blocked_reason="cancelled",
         )
-    blocked = replace(
+    blocked = evolve(
         task,
         status=TaskStatus.BLOCKED,
         assignee=None,
@@ -306,8 +306,8 @@ def requeue(task: Task, now: datetime, policy: Policy) -> Change:
         )
     handoff = task.handoff
     if handoff is not None:
-        handoff = replace(handoff, expires_at=now + timedelta(seconds=policy.handoff_ttl_s))
-    back = replace(
+        handoff = evolve(handoff, expires_at=now + timedelta(seconds=policy.handoff_ttl_s))
+    back = evolve(
         task,
         status=TaskStatus.TODO,
         assignee=None,

@@ -9,13 +9,13 @@ act, a claim-back by the old holder of a recovered task nobody took since,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from tenure.core.decisions import Change, ChangeKind, Subject
 from tenure.core.effects import Effects, lease_event, new_lease
 from tenure.core.errors import LeaseLost, NotHolder
+from tenure.core.evolve import evolve
 from tenure.core.handoff import with_late_report
 from tenure.core.model import (
     RECOVERY_REASONS,
@@ -78,7 +78,7 @@ def refuse(
     if stale_epoch is None and handoff is not None:
         updated = with_late_report(handoff, agent_id, now, progress, message)
         if updated != handoff:
-            new_task = replace(task, handoff=updated, updated_at=now)
+            new_task = evolve(task, handoff=updated, updated_at=now)
         recent = (now - handoff.recovered_at).total_seconds() <= policy.false_recovery_window_s
         if handoff.recovered_from_agent == agent_id and recent:
             counter = Counter.FALSE_RECOVERY_LOST
@@ -150,14 +150,14 @@ def _claim_back(subject: Subject, agent_id: str, now: datetime, policy: Policy, 
     task, old = subject.task, subject.callers_last
     assert old is not None and task.handoff is not None  # checked by _can_claim_back
     fresh = new_lease(task, agent_id, now, policy, old.branch)
-    fresh = replace(
+    fresh = evolve(
         fresh,
         progress=old.progress,
         max_progress=max(old.max_progress, task.handoff.previous_progress),
         message=old.message,
         head_sha=old.head_sha,
     )
-    claimed = replace(
+    claimed = evolve(
         task,
         status=TaskStatus.IN_PROGRESS,
         assignee=agent_id,
@@ -182,7 +182,7 @@ def _claim_back(subject: Subject, agent_id: str, now: datetime, policy: Policy, 
     kind = acted.kind
     if kind in (ChangeKind.RENEWED, ChangeKind.TOUCHED):
         kind = ChangeKind.RECLAIMED
-    inserted = replace(acted.lease or fresh, version=1)
+    inserted = evolve(acted.lease or fresh, version=1)
     return fx.change(kind, task=acted.task or claimed, lease=inserted, expected_version=None)
 
 

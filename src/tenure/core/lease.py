@@ -64,7 +64,6 @@ re-exported here.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,6 +91,7 @@ from tenure.core.ending import (
     unassign,
 )
 from tenure.core.errors import Conflict, InvalidInput, LeaseLost, NotHolder
+from tenure.core.evolve import evolve
 from tenure.core.holder import judge, refuse, task_event
 from tenure.core.model import (
     Counter,
@@ -163,7 +163,7 @@ def create(
             details={"task_id": task.id, "status": str(task.status)},
         )
     lease = new_lease(task, agent_id, now, policy, branch)
-    claimed = replace(
+    claimed = evolve(
         task,
         status=TaskStatus.IN_PROGRESS,
         assignee=agent_id,
@@ -322,7 +322,7 @@ def extend_for_conflict(lease: Lease, now: datetime, policy: Policy) -> Change:
 
 def _with_report(lease: Lease, rep: Report, now: datetime, progress: int) -> Lease:
     """`lease` (not yet bumped) carrying what a report says: progress, note, branch."""
-    return replace(lease, **_report_changes(lease, rep, now, progress))
+    return evolve(lease, **_report_changes(lease, rep, now, progress))
 
 
 def _report_changes(lease: Lease, rep: Report, now: datetime, progress: int) -> dict[str, Any]:
@@ -374,7 +374,7 @@ def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy)
     )
     lease_s, grace_s = renewal_duration(new, policy, task.estimated_hours)
     expires_at = now + timedelta(seconds=lease_s)
-    new = replace(
+    new = evolve(
         new,
         expires_at=expires_at,
         grace_s=grace_s,
@@ -422,7 +422,7 @@ def _complete(task: Task, lease: Lease, rep: Report, now: datetime, policy: Poli
         )
     )
     fx.counters.append(Counter.EXTENSIONS_VALIDATION)
-    validating = replace(task, flags=task.flags | {TaskFlag.VALIDATING}, updated_at=now)
+    validating = evolve(task, flags=task.flags | {TaskFlag.VALIDATING}, updated_at=now)
     return fx.change(
         ChangeKind.VALIDATING, task=validating, lease=new, expected_version=lease.version
     )
@@ -439,11 +439,11 @@ def _block(task: Task, lease: Lease, reason: str, now: datetime, policy: Policy)
         status=TaskStatus.BLOCKED,
         blocked_reason=why,
     )
-    return replace(ended, comments=(f"[tenure:blocked] `{lease.agent_id}` is blocked:\n\n{why}",))
+    return evolve(ended, comments=(f"[tenure:blocked] `{lease.agent_id}` is blocked:\n\n{why}",))
 
 
 def _release(task: Task, lease: Lease, message: str, now: datetime, policy: Policy) -> Change:
-    noted = replace(lease, message=message) if message else lease
+    noted = evolve(lease, message=message) if message else lease
     return hand_back(task, noted, now, policy, EndReason.RELEASED)
 
 
@@ -589,7 +589,7 @@ def validation_result(
         done = end_assignment(
             task, live, now, policy, reason=EndReason.COMPLETED, status=TaskStatus.DONE
         )
-        return replace(done, events=(verdict, *done.events))
+        return evolve(done, events=(verdict, *done.events))
     lease_s, grace_s = finishing_duration(live, policy, task.estimated_hours)
     new = bumped(
         live,
@@ -602,7 +602,7 @@ def validation_result(
         last_signal_at=now,
     )
     new = with_deadline(new, policy)
-    back = replace(task, flags=task.flags - {TaskFlag.VALIDATING}, updated_at=now)
+    back = evolve(task, flags=task.flags - {TaskFlag.VALIDATING}, updated_at=now)
     return Change(
         kind=ChangeKind.RENEWED,
         task=back,

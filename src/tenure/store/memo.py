@@ -60,25 +60,6 @@ class Memo(Generic[R]):
         return len(self._records)
 
 
-_LEASE_TIMES = (
-    "assigned_at",
-    "expires_at",
-    "recover_after",
-    "last_renewed_at",
-    "last_signal_at",
-)
-_LEASE_OPTIONAL_TIMES = ("suspect_since", "progress_changed_at", "ended_at", "last_call_at")
-_LEASE_INTS = (
-    "epoch",
-    "version",
-    "renewal_count",
-    "progress",
-    "conflict_extensions",
-    "renewals_without_progress",
-    "max_progress",
-)
-
-
 def _utc(moment: datetime | None) -> bool:
     return moment is None or (type(moment) is datetime and moment.tzinfo is UTC)
 
@@ -88,15 +69,29 @@ def lease_round_trips(lease: Lease) -> bool:
     aware UTC datetime, every count an int, every float a float, every flag
     and reason its enum. (A lease built with, say, an int grace would come
     back with a float one: equal, but not the same to a JSON view.)"""
+    # Spelled out field by field: this runs on every lease write.
     return (
-        all(_utc(getattr(lease, name)) for name in _LEASE_TIMES)
-        and all(_utc(getattr(lease, name)) for name in _LEASE_OPTIONAL_TIMES)
-        and all(type(getattr(lease, name)) is int for name in _LEASE_INTS)
+        _utc(lease.assigned_at)
+        and _utc(lease.expires_at)
+        and _utc(lease.recover_after)
+        and _utc(lease.last_renewed_at)
+        and _utc(lease.last_signal_at)
+        and _utc(lease.suspect_since)
+        and _utc(lease.progress_changed_at)
+        and _utc(lease.ended_at)
+        and _utc(lease.last_call_at)
+        and type(lease.epoch) is int
+        and type(lease.version) is int
+        and type(lease.renewal_count) is int
+        and type(lease.progress) is int
+        and type(lease.conflict_extensions) is int
+        and type(lease.renewals_without_progress) is int
+        and type(lease.max_progress) is int
         and type(lease.grace_s) is float
         and type(lease.suspect_dropped) is bool
+        and type(lease.message) is str
         and all(_utc(stamp) for stamp in lease.progress_stamps)
         and all(type(gap) is float for gap in lease.signal_gaps)
         and all(type(flag) is LeaseFlag for flag in lease.flags)
         and (lease.end_reason is None or type(lease.end_reason) is EndReason)
-        and type(lease.message) is str
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,8 +146,10 @@ def load_strings(value: str | Any) -> tuple[str, ...]:
     return tuple(load_json(value))
 
 
-def dump_flags(flags: Iterable[str]) -> str:
+def dump_flags(flags: Collection[str]) -> str:
     """A flag set as a sorted JSON array (stable text for equal sets)."""
+    if not flags:
+        return _EMPTY_LIST
     return dump_strings(sorted(str(flag) for flag in flags))
 
 
