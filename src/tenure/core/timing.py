@@ -7,6 +7,7 @@ all judge time through this one module so they can never disagree.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import statistics
@@ -107,6 +108,13 @@ def median_interval(stamps: tuple[datetime, ...] | list[datetime]) -> float | No
     return float(statistics.median(gaps))
 
 
+@functools.lru_cache(maxsize=16)
+def _phi_quantile(phi: float) -> float:
+    """The standard normal quantile exceeded with probability 10^-phi (a
+    policy's constant, asked at every call of a holder: computed once)."""
+    return statistics.NormalDist().inv_cdf(1.0 - 10.0 ** (-phi))
+
+
 def rhythm_allowance(lease: Lease | None, policy: Policy) -> float:
     """Seconds of silence the `adaptive` detector allows `lease`'s holder.
 
@@ -127,7 +135,7 @@ def rhythm_allowance(lease: Lease | None, policy: Policy) -> float:
     mu = (d.prior_weight * prior_mu + sum(logs)) / weight
     spread = d.prior_weight * (d.prior_sigma**2 + (prior_mu - mu) ** 2)
     spread += sum((x - mu) ** 2 for x in logs)
-    z = statistics.NormalDist().inv_cdf(1.0 - 10.0 ** (-d.phi_threshold))
+    z = _phi_quantile(d.phi_threshold)
     allowance = math.exp(mu + z * math.sqrt(spread / weight))
     progress = lease.progress if lease else 0
     if progress >= d.finishing_at:

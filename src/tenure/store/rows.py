@@ -121,9 +121,14 @@ def _time(value: str | datetime) -> datetime:
 # JSON ------------------------------------------------------------------------
 
 
+#: One encoder for every column: `json.dumps` with options builds a new one
+#: per call, a measurable part of writing an event.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON text (what every JSON column holds)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _JSON.encode(value)
 
 
 def load_json(value: str | bytes | Any) -> Any:
@@ -146,11 +151,22 @@ def load_strings(value: str | Any) -> tuple[str, ...]:
     return tuple(load_json(value))
 
 
+#: The text of each flag set seen (there are a handful: flags are few).
+_FLAG_TEXTS: dict[frozenset[Any], str] = {}
+
+
 def dump_flags(flags: Collection[str]) -> str:
     """A flag set as a sorted JSON array (stable text for equal sets)."""
     if not flags:
         return _EMPTY_LIST
-    return dump_strings(sorted(str(flag) for flag in flags))
+    key = frozenset(flags)
+    text = _FLAG_TEXTS.get(key)
+    if text is None:
+        text = dump_strings(sorted(str(flag) for flag in flags))
+        if len(_FLAG_TEXTS) >= _ENCODED_MAX:
+            _FLAG_TEXTS.clear()
+        _FLAG_TEXTS[key] = text
+    return text
 
 
 def dump_stamps(stamps: Sequence[datetime]) -> str:
