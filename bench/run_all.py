@@ -6,7 +6,8 @@
 Parts (each bounded by counts and by time):
 1. in process, one caller: claim, renew, touch, complete per second on
    SQLite and PostgreSQL at 10, 1k, 10k, 100k live leases (`inprocess.py`),
-   plus renewals by 8 concurrent callers on SQLite;
+   plus renewals by 8 concurrent callers on SQLite, and the old figure: a
+   JSON file of every assignment rewritten per renewal (`json_file_baseline.py`);
 2. the monitor: one pass at 1k, 10k, 100k live leases, 0/1/10 % due
    (`monitor_bench.py`);
 3. over HTTP and MCP on loopback against a `tenure serve` subprocess on
@@ -48,6 +49,7 @@ from common import (  # noqa: E402
     summary,
 )
 from inprocess import bench_size  # noqa: E402
+from json_file_baseline import bench_baseline  # noqa: E402
 from monitor_bench import bench_monitor  # noqa: E402
 from queue_bench import queue_rate  # noqa: E402
 from server_bench import TRANSPORTS, bench_memory, bench_wire  # noqa: E402
@@ -198,6 +200,7 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
         ]
         lines += [f"| {r['live']:,} | {fmt(r['renew'])} |" for r in conc]
         lines.append("")
+    lines += _old_figure_lines(data)
     mon = data.get("monitor", [])
     if mon:
         lines += [
@@ -291,6 +294,41 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
     path.write_text("\n".join(lines))
 
 
+def _old_figure_lines(data: dict[str, Any]) -> list[str]:
+    """Tenure's SQLite renewals against the JSON-file pattern they replace,
+    both measured in this run (issue 11's goals: 20x at 1k, 100x at 5k)."""
+    old = {r["live"]: r["renew"]["median"] for r in data.get("json_file", [])}
+    if not old:
+        return []
+    one = {
+        r["live"]: r["renew"]["median"]
+        for r in data.get("inprocess", [])
+        if r["backend"] == "sqlite" and "renew" in r
+    }
+    eight = {r["live"]: r["renew"]["median"] for r in data.get("concurrent_renew", [])}
+    lines = [
+        "## The old figure, on this machine",
+        "",
+        "Renewals per second of the storage pattern Tenure replaces: every assignment in "
+        "one JSON file, rewritten whole on each renewal (`json_file_baseline.py`). "
+        "The issue measured it at 320/s (1k) and 53/s (5k) on its machine.",
+        "",
+        "| live leases | JSON file renew/s | Tenure, one caller | x | Tenure, 8 callers | x "
+        "| goal |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for live, goal in ((1000, 20), (5000, 100)):
+        if live not in old:
+            continue
+        base = old[live]
+        cells = []
+        for rates in (one, eight):
+            rate = rates.get(live)
+            cells += ["n/a", "n/a"] if rate is None else [f"{rate:,.0f}", f"**{rate / base:.1f}x**"]
+        lines.append(f"| {live:,} | {base:,.0f} | {' | '.join(cells)} | {goal}x |")
+    return [*lines, ""]
+
+
 async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
     data: dict[str, Any] = {"machine": machine()}
@@ -319,6 +357,10 @@ async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, An
                     callers=8,
                 )
             )  # fmt: skip
+        log("the old figure: one JSON file of every assignment, at 1,000 and 5,000")
+        data["json_file"] = await bench_baseline(
+            [1000, 5000], cfg["runs"], cfg["ops"] // 4, cfg["op_seconds"], folder
+        )
     if "monitor" in parts:
         data["monitor"] = []
         for backend in backends:
