@@ -79,18 +79,28 @@ class Coordinator:
         self.admin = Admin(self)
 
     # ------------------------------------------------------------------ running
-    async def run(self, unit: Callable[[Tx, Effects], T], *, quick: bool = False) -> T:
+    async def run(
+        self, unit: Callable[[Tx, Effects], T], *, quick: bool = False, caller: Caller | None = None
+    ) -> T:
         """Run `unit` in a transaction, retrying lost version races; then publish.
 
         `quick`: an agent's call, a few indexed statements (see `Store.run`).
+        `caller`: the agent whose call this is, when `unit` starts by reading
+        it and its leases (`_agent`, then `Held.read`): the store may read
+        them with BEGIN.
 
         A refusal that recorded something (a late note) is raised here, after
         its record committed.
         """
+        agent = None
+        if caller is not None and caller.is_agent and caller.board_id and caller.agent_id:
+            agent = (caller.board_id, caller.agent_id)
         for _attempt in range(RACE_RETRIES):
             effects = Effects()
             try:
-                result = await self.store.run(partial(_with_effects, unit, effects), quick=quick)
+                result = await self.store.run(
+                    partial(_with_effects, unit, effects), quick=quick, agent=agent
+                )
             except (RaceLost, TransientFailure):
                 # Nothing of the attempt was kept: read again and decide again.
                 await asyncio.sleep(0)
@@ -282,7 +292,7 @@ class Coordinator:
             self._touch_others(tx, agent, effects, skip=None, held=held)
             return self._seen(tx, agent, held)
 
-        return await self.run(unit, quick=True)
+        return await self.run(unit, quick=True, caller=caller)
 
     async def request_next_task(
         self, caller: Caller, *, worktree: str | None = None
@@ -309,7 +319,7 @@ class Coordinator:
                 return self._nothing(tx, agent, reason, held, book)
             return self._grant(tx, effects, agent, task, book)
 
-        return await self.run(unit, quick=True)
+        return await self.run(unit, quick=True, caller=caller)
 
     async def assign(
         self, caller: Caller, board_id: str, task_id: str, agent_id: str
@@ -378,6 +388,7 @@ class Coordinator:
                 ),
             ),
             quick=True,
+            caller=caller,
         )
 
     async def heartbeat(
@@ -407,7 +418,7 @@ class Coordinator:
                 return merge(change, rules.extend_for_conflict(lease, tx.now, self.policy))
             return change
 
-        return await self.run(self._act(caller, task_id, decide), quick=True)
+        return await self.run(self._act(caller, task_id, decide), quick=True, caller=caller)
 
     async def report_blocker(
         self, caller: Caller, task_id: str, description: str, severity: str = "medium"
@@ -423,6 +434,7 @@ class Coordinator:
                 ),
             ),
             quick=True,
+            caller=caller,
         )
 
     async def release_task(self, caller: Caller, task_id: str, message: str = "") -> dict[str, Any]:
@@ -436,6 +448,7 @@ class Coordinator:
                 ),
             ),
             quick=True,
+            caller=caller,
         )
 
     async def validation_result(
@@ -458,6 +471,7 @@ class Coordinator:
                     ),
                 ),
                 quick=True,
+                caller=caller,
             )
         if not caller.is_admin or board_id is None:
             raise Forbidden("a validation result comes from the holder or an admin")

@@ -344,3 +344,49 @@ async def test_a_closed_store_is_unavailable(store: Any) -> None:
     await store.close()
     with pytest.raises(StoreUnavailable):
         await store.run(lambda tx: tx.list_boards())
+
+
+async def test_a_unit_that_names_its_agent_reads_the_same_agent_and_leases(store: Any) -> None:
+    """`run(agent=...)`: the agent and its leases (PostgreSQL reads them with
+    BEGIN) are what plain reads give, once; after a write of a lease or of the
+    agent, or for another agent or moment, the store is asked again."""
+    seen = at(15)
+    await store.run(
+        seed(
+            board(),
+            replace(agent("a1"), last_seen_at=seen),
+            agent("a2"),
+            *(task(t) for t in ("t1", "t2", "t3")),
+            lease("t1", "a1", ended_at=at(10), end_reason=EndReason.LEASE_EXPIRED),
+            lease("t2", "a1", ended_at=at(20), end_reason=EndReason.UNASSIGNED),
+            lease("t3", "a1", assigned_at=at(30)),
+        )
+    )
+
+    def reads(tx: Any) -> list[Any]:
+        me = tx.get_agent(BOARD, "a1")
+        held = tx.leases_of_agent(BOARD, "a1", me.last_seen_at)
+        again = (tx.get_agent(BOARD, "a1"), tx.leases_of_agent(BOARD, "a1", me.last_seen_at))
+        other = (tx.get_agent(BOARD, "a2"), tx.leases_of_agent(BOARD, "a2", at(0)))
+        earlier = tx.leases_of_agent(BOARD, "a1", at(0))
+        return [me, held, again, other, earlier]
+
+    plain = await store.run(reads)
+    hinted = await store.run(reads, agent=(BOARD, "a1"))
+    assert hinted == plain
+    me, held, again, _, earlier = hinted
+    assert me.last_seen_at == seen and again == (me, held)
+    assert ([x.task_id for x in held[0]], [x.task_id for x in held[1]]) == (["t3"], ["t2"])
+    assert [x.task_id for x in earlier[1]] == ["t1", "t2"]
+
+    def write_then_read(tx: Any) -> tuple[Any, Any]:
+        me = tx.get_agent(BOARD, "a1")
+        live = tx.live_lease(BOARD, "t3")
+        tx.update_lease(replace(live, version=live.version + 1, progress=40), live.version)
+        tx.update_agent(replace(me, worktree="/elsewhere"))
+        return tx.get_agent(BOARD, "a1"), tx.leases_of_agent(BOARD, "a1", me.last_seen_at)
+
+    after, (live, _) = await store.run(write_then_read, agent=(BOARD, "a1"))
+    assert after.worktree == "/elsewhere" and [x.progress for x in live] == [40]
+    nobody = await store.run(lambda tx: tx.get_agent(BOARD, "ghost"), agent=(BOARD, "ghost"))
+    assert nobody is None

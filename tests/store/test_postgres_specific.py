@@ -626,3 +626,65 @@ def test_the_postgres_schema_has_the_sqlite_schemas_tables_columns_and_indexes(
     # Every named index on both (PostgreSQL also names its key indexes).
     pg_indexes = {row[1] for row in pg_schema["indexes"] if not row[1].endswith(("_pkey", "_key"))}
     assert pg_indexes == sqlite_indexes
+
+
+async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
+    stores: list[PostgresStore], dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent and its leases come with BEGIN's round trip: the unit's own
+    reads of them send no statement; with the database's clock as well."""
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(2, agents=1))
+    await store.run(lambda tx: tx.insert_lease(_lease("t000", tx.now, timedelta(seconds=60))))
+    from tenure.store.postgres_tx import PostgresTx
+
+    sent: list[str] = []
+    real = PostgresTx._exec
+
+    def counting(self: PostgresTx, sql: str, params: Any = ()) -> Any:
+        sent.append(sql)
+        return real(self, sql, params)
+
+    monkeypatch.setattr(PostgresTx, "_exec", counting)
+
+    def unit(tx: Tx) -> tuple[Agent | None, list[Lease]]:
+        me = tx.get_agent(BOARD, "a0")
+        assert me is not None
+        live, _ = tx.leases_of_agent(BOARD, "a0", me.last_seen_at or me.created_at)
+        return me, live
+
+    me, live = await store.run(unit, agent=(BOARD, "a0"))
+    assert sent == [] and me is not None and [x.task_id for x in live] == ["t000"]
+    plain = await store.run(unit)
+    assert len(sent) == 2 and plain == (me, live)
+
+
+async def test_the_read_with_begin_survives_its_statement_being_deallocated(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    """The read BEGIN executes is a named prepared statement: a rollback may
+    deallocate it (psycopg does, with all of a connection's statements, when
+    it holds some of its own) or leave it, and anyone may DEALLOCATE it; each
+    time the next call prepares it again, and answers the same."""
+    store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
+    await store.run(_board_with_tasks(1, agents=1))
+
+    def reads(tx: Tx) -> Agent | None:
+        return tx.get_agent(BOARD, "a0")
+
+    def fails(tx: Tx) -> None:
+        tx.get_agent(BOARD, "a0")
+        raise InvalidInput("refused")
+
+    def deallocates(tx: Tx) -> None:
+        tx._exec("DEALLOCATE tenure_agent_and_leases")  # type: ignore[attr-defined]
+
+    first = await store.run(reads, agent=(BOARD, "a0"))
+    assert first is not None and first.id == "a0"
+    for _ in range(8):  # psycopg prepares statements of its own after a few runs
+        assert await store.run(reads) == first
+    for spoil in (fails, deallocates, fails):
+        with contextlib.suppress(InvalidInput):
+            await store.run(spoil, agent=(BOARD, "a0"))
+        assert await store.run(reads, agent=(BOARD, "a0")) == first
+        assert await store.run(reads, agent=(BOARD, "a0")) == first

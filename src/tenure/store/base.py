@@ -245,12 +245,17 @@ class Store(Protocol):
 
     dialect: str
 
-    async def run(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
+    async def run(
+        self, fn: Callable[[Tx], T], *, quick: bool = False, agent: tuple[str, str] | None = None
+    ) -> T:
         """Run `fn` in one transaction; commit if it returns, roll back if it raises.
 
         `quick` says `fn` is a few statements on indexed rows (an agent's
         call): SQLite may then run it on the calling thread when its writer
-        is idle, sparing two thread hops. A database that cannot be reached
+        is idle, sparing two thread hops. `agent` (board id, agent id) says
+        `fn` first reads that agent (`get_agent`), then its leases
+        (`leases_of_agent` since its last call): PostgreSQL reads both with
+        BEGIN, sparing two round trips. A database that cannot be reached
         raises `StoreUnavailable`.
         """
 

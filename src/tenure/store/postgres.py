@@ -43,8 +43,10 @@ because the caller may keep state beside it (the service's `Effects`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -58,6 +60,7 @@ from tenure.clock import Clock, SystemClock
 from tenure.core.errors import InvalidInput, StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
 from tenure.store import migrate as migrations
+from tenure.store import postgres_sql as pgsql
 from tenure.store.base import TransientFailure as TransientFailure
 from tenure.store.base import Tx
 from tenure.store.postgres_tx import (
@@ -199,6 +202,10 @@ class PostgresStore:
         self._max_size = workers
         self._connect_timeout = connect_timeout
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tenure-pg")
+        # Pooled connections holding `pgsql.AGENT_AND_LEASES`, prepared on
+        # first use. psycopg deallocates every prepared statement of a
+        # connection after a ROLLBACK on it, so a rollback forgets it here.
+        self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._closed = False
         #: Database clock minus this process's clock, in seconds (measured at open).
         self.clock_skew_s = 0.0
@@ -217,9 +224,15 @@ class PostgresStore:
 
     # units of work ---------------------------------------------------------
 
-    async def run(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
-        """Run `fn` in one transaction on a worker thread; commit unless it raises."""
-        return await self._submit(self._run_sync, fn)
+    async def run(
+        self, fn: Callable[[Tx], T], *, quick: bool = False, agent: tuple[str, str] | None = None
+    ) -> T:
+        """Run `fn` in one transaction on a worker thread; commit unless it raises.
+
+        `agent` (board, agent id): `fn` reads that agent, then its leases,
+        first; they are read with BEGIN, in its round trip.
+        """
+        return await self._submit(self._run_sync, fn, agent)
 
     async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
         """Run a read-only `fn` in one transaction.
@@ -235,11 +248,11 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call, *args)
 
-    def _run_sync(self, fn: Callable[[Tx], T]) -> T:
+    def _run_sync(self, fn: Callable[[Tx], T], agent: tuple[str, str] | None = None) -> T:
         stale = 0
         while True:
             try:
-                return self._attempt(fn)
+                return self._attempt(fn, agent)
             except _StaleConnection as exc:
                 # A pooled connection died while idle (a server restart, a
                 # terminated backend). Nothing of `fn` ran: try another one;
@@ -248,11 +261,11 @@ class PostgresStore:
                 if stale > self._max_size:
                     raise exc.error from exc
 
-    def _attempt(self, fn: Callable[[Tx], T]) -> T:
+    def _attempt(self, fn: Callable[[Tx], T], agent: tuple[str, str] | None) -> T:
         conn = self._getconn()
         try:
             try:
-                tx = self._begin(conn)
+                tx = self._begin(conn, agent)
             except StoreUnavailable as err:
                 if conn.broken or conn.closed:
                     raise _StaleConnection(err) from err
@@ -278,24 +291,61 @@ class PostgresStore:
             ) from exc
         return conn
 
-    def _begin(self, conn: psycopg.Connection[Any]) -> PostgresTx:
+    def _begin(
+        self, conn: psycopg.Connection[Any], agent: tuple[str, str] | None = None
+    ) -> PostgresTx:
+        begin = _BEGIN if self._clock is not None else _BEGIN_WITH_DB_CLOCK
         try:
+            if agent is not None:
+                cur = self._begin_reading(conn, begin, agent)
+            else:
+                cur = conn.execute(begin)
             if self._clock is None:
-                cur = conn.execute(_BEGIN_WITH_DB_CLOCK)
                 cur.nextset()
                 row = cur.fetchone()
                 assert row is not None
                 now: datetime = row[0]
             else:
-                conn.execute(_BEGIN)
                 now = self._clock.now()
+            found = None
+            if agent is not None:
+                cur.nextset()
+                found = cur.fetchall()
         except psycopg.Error as exc:
             raise _translated(exc) from exc
         shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
-        return PostgresTx(conn, _utc(now), shard, causal=self._clock is None)
+        tx = PostgresTx(conn, _utc(now), shard, causal=self._clock is None)
+        if agent is not None and found is not None:
+            tx.prefetched(*agent, found)
+        return tx
 
-    @staticmethod
-    def _rollback(conn: psycopg.Connection[Any]) -> None:
+    def _begin_reading(
+        self, conn: psycopg.Connection[Any], begin: str, agent: tuple[str, str]
+    ) -> psycopg.Cursor[Any]:
+        """BEGIN, then EXECUTE the agent-and-leases read, as one simple query
+        (its values bound here, on the client). The statement is prepared on
+        the connection's first such read, and again after a rollback, which may
+        have deallocated it (psycopg deallocates a connection's prepared
+        statements on ROLLBACK when it holds some of its own)."""
+        read = psycopg.ClientCursor(conn).mogrify(pgsql.SQL_AGENT_AND_LEASES, agent)
+        if conn not in self._prepared:
+            self._prepare_reading(conn)
+        try:
+            return conn.execute(f"{begin}; {read}")
+        except psycopg.errors.InvalidSqlStatementName:
+            # Deallocated by a rollback this store did not make (the pool's).
+            self._rollback(conn)
+            self._prepare_reading(conn)
+            return conn.execute(f"{begin}; {read}")
+
+    def _prepare_reading(self, conn: psycopg.Connection[Any]) -> None:
+        # A rollback may also have left it in place.
+        with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
+            conn.execute(pgsql.SQL_PREPARE_AGENT_AND_LEASES)
+        self._prepared.add(conn)
+
+    def _rollback(self, conn: psycopg.Connection[Any]) -> None:
+        self._prepared.discard(conn)
         if conn.closed or conn.broken:
             return
         try:

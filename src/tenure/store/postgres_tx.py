@@ -91,6 +91,10 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         # checked on the server; a read first sends them (`_writes_kept`).
         self._together = False
         self._writes_kept = False
+        # An agent and its leases read with BEGIN (see `prefetched`), each
+        # handed out once, to the first read that asks for exactly them.
+        self._agent_read: tuple[tuple[str, str], Agent | None] | None = None
+        self._leases_read: tuple[tuple[str, str, datetime], list[Lease]] | None = None
         #: The first statement failure (the PostgreSQL transaction is aborted).
         self.failure: TenureError | None = None
         #: The highest event id appended (0: none).
@@ -135,6 +139,24 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         task = rows.task_from_row(row)
         self._saw(task.updated_at)
         return task
+
+    def prefetched(self, board_id: str, agent_id: str, found: list[tuple[Any, ...]]) -> None:
+        """Take the rows of `pgsql.SQL_AGENT_AND_LEASES`, read with BEGIN: the
+        unit's first `get_agent` of that agent, and its first `leases_of_agent`
+        since that agent's last call, are answered from them."""
+        key = (board_id, agent_id)
+        if not found:
+            self._agent_read = (key, None)
+            return
+        split = len(rows.AGENT_COLUMNS)
+        agent = rows.agent_from_row(found[0][:split])
+        leases = [self._lease(row[split:]) for row in found if row[split] is not None]
+        self._agent_read = (key, agent)
+        self._leases_read = ((*key, agent.last_seen_at or agent.created_at), leases)
+
+    def _forget_reads(self) -> None:
+        """A write of an agent or a lease: what BEGIN read of them may be stale."""
+        self._agent_read = self._leases_read = None
 
     def _lease(self, row: Sequence[Any]) -> Lease:
         lease = rows.lease_from_row(row)
@@ -303,6 +325,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def insert_agent(self, agent: Agent) -> None:
         """Add an agent; `Conflict` if (board, id) or its token exists."""
+        self._forget_reads()
         values = rows.agent_to_row(agent, rows.keep_time)
         cur = self._exec(pgsql.SQL_INSERT_AGENT, (*values, agent.board_id))
         if cur.rowcount == 0:
@@ -311,18 +334,24 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
             raise Conflict(f"agent {agent.id!r} already exists", details={"agent": agent.id})
 
     def update_agent(self, agent: Agent) -> None:
+        self._forget_reads()
         values = rows.agent_to_row(agent, rows.keep_time)
         cur = self._exec(pgsql.SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
         _require_row(cur, f"agent {agent.id!r} of board {agent.board_id!r}")
 
     def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
         """Record the agent's latest call (an agent deleted meanwhile: nothing to mark)."""
+        self._forget_reads()
         self._later(
             "UPDATE agents SET last_seen_at = %s WHERE board_id = %s AND id = %s",
             (at, board_id, agent_id),
         )
 
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
+        if self._agent_read is not None and self._agent_read[0] == (board_id, agent_id):
+            agent = self._agent_read[1]
+            self._agent_read = None
+            return agent
         row = self._one(
             f"SELECT {pgsql.AGENTS} FROM agents WHERE board_id = %s AND id = %s",
             (board_id, agent_id),
@@ -340,6 +369,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         return [rows.agent_from_row(row) for row in found]
 
     def delete_agent(self, board_id: str, agent_id: str) -> bool:
+        self._forget_reads()
         cur = self._exec("DELETE FROM agents WHERE board_id = %s AND id = %s", (board_id, agent_id))
         return cur.rowcount > 0
 
@@ -422,6 +452,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def insert_lease(self, lease: Lease) -> None:
         """Add a live lease; `Conflict` if the task has one (or this epoch exists)."""
+        self._forget_reads()
         values = rows.lease_to_row(lease, rows.keep_time)
         params = (*values, lease.board_id, lease.task_id)
         if self._together:
@@ -446,6 +477,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def update_lease(self, lease: Lease, expected_version: int) -> bool:
         """Write `lease` if the stored one still has `expected_version`."""
+        self._forget_reads()
         values = rows.lease_to_row(lease, rows.keep_time)
         params = (*values[pgsql.LEASE_KEYS :], *values[: pgsql.LEASE_KEYS], expected_version)
         if self._together:
@@ -483,6 +515,10 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def leases_of_agent(
         self, board_id: str, agent_id: str, ended_since: datetime
     ) -> tuple[list[Lease], list[Lease]]:
+        read = self._leases_read
+        if read is not None and read[0] == (board_id, agent_id, ended_since):
+            self._leases_read = None
+            return [x for x in read[1] if x.live], [x for x in read[1] if not x.live]
         found = self._all(
             f"(SELECT {pgsql.LEASES} FROM leases WHERE board_id = %s AND agent_id = %s "
             "AND ended_at IS NULL ORDER BY assigned_at, task_id) UNION ALL "

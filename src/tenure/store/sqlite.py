@@ -238,8 +238,16 @@ class SqliteStore:
             raise
         return result, tx.last_event_id
 
-    async def run(self, fn: Callable[[SqliteTx], T], *, quick: bool = False) -> T:
+    async def run(
+        self,
+        fn: Callable[[SqliteTx], T],
+        *,
+        quick: bool = False,
+        agent: tuple[str, str] | None = None,
+    ) -> T:
         """Run `fn` in one write transaction on the writer connection.
+
+        `agent` is ignored: reading a row costs no round trip here.
 
         A `quick` unit (see `Store.run`) finding the writer idle runs at once
         on the calling thread (the event loop's): the two thread hops it
