@@ -16,7 +16,7 @@ import pytest
 
 from tenure.clock import FakeClock
 from tenure.core.errors import Conflict, StoreUnavailable
-from tenure.core.model import Board
+from tenure.core.model import Board, Task, TaskStatus
 from tenure.store import migrate as migrations
 from tenure.store.sqlite import SqliteStore, migrate_file, schema_version_of
 from tenure.store.sqlite_schema import _split_script
@@ -330,6 +330,24 @@ async def test_the_due_and_claim_queries_walk_their_indexes(tmp_path: Path) -> N
     )
     due = await plan(due_sql, ("2026", 10))
     assert "leases_live_by_recover_after" in due and "TEMP B-TREE" not in due
+    claim = await plan(sqlite_tx._CLAIM_CANDIDATES, ("b1", 16))
+    assert "tasks_claim_order" in claim and "TEMP B-TREE" not in claim
+
+    # Statistics taken on a small board must not turn the claim into a sort
+    # of every todo task once the board has grown.
+    def grow(tx: Any) -> None:
+        tx.insert_board(Board(id="b1", name="b", created_at=tx.now))
+        for i in range(3):  # none todo when the statistics are taken
+            tx.insert_task(Task(board_id="b1", id=f"t{i}", title="t", created_at=tx.now,
+                                updated_at=tx.now, status=TaskStatus.IN_PROGRESS))  # fmt: skip
+        tx.conn.execute("ANALYZE")
+        for i in range(3, 300):
+            tx.insert_task(Task(board_id="b1", id=f"t{i}", title="t", created_at=tx.now,
+                                updated_at=tx.now))  # fmt: skip
+
+    await store.run(grow)
+    await store.close()
+    store = await SqliteStore.open(tmp_path / "t.db", FakeClock())  # reads the statistics
     claim = await plan(sqlite_tx._CLAIM_CANDIDATES, ("b1", 16))
     assert "tasks_claim_order" in claim and "TEMP B-TREE" not in claim
     await store.close()
