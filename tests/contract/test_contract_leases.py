@@ -390,3 +390,35 @@ async def test_a_unit_that_names_its_agent_reads_the_same_agent_and_leases(store
     assert after.worktree == "/elsewhere" and [x.progress for x in live] == [40]
     nobody = await store.run(lambda tx: tx.get_agent(BOARD, "ghost"), agent=(BOARD, "ghost"))
     assert nobody is None
+
+
+async def test_a_large_batch_written_together_lands_whole_or_not_at_all(store: Any) -> None:
+    """A monitor-sized batch (PostgreSQL sends one of 40 statements or more in
+    pipeline mode): its writes and events land with the commit, in order; one
+    stale lease among them rolls every one back."""
+    ids = [f"t{i:02d}" for i in range(30)]
+    await _with_tasks(store, *ids)
+    await store.run(seed(*(lease(t, "a1") for t in ids)))
+
+    def batch(version: int, stale: str | None = None) -> Any:
+        def unit(tx: Any) -> None:
+            tx.write_together()
+            for t in ids:
+                expected = 1 if t == stale else version
+                tx.update_task(replace(task(t), status=TaskStatus.IN_PROGRESS, assignee="a1"))
+                updated = replace(lease(t, "a1"), version=version + 1, progress=version)
+                if not tx.update_lease(updated, expected):
+                    raise Conflict("SQLite answers at once")
+                tx.queue_event(Event(EventType.LEASE_RENEWED, BOARD, tx.now, t, "a1", 1))
+                tx.bump(BOARD, "renewals")
+
+        return unit
+
+    await store.run(batch(1))
+    with pytest.raises(Conflict):
+        await store.run(batch(2, stale="t29"))  # t29 is at version 2, not 1
+    stored = await store.read(lambda tx: [tx.live_lease(BOARD, t) for t in ids])
+    assert {(x.version, x.progress) for x in stored} == {(2, 1)}
+    events = await store.events_after(0, board_id=BOARD, limit=100)
+    assert [e.task_id for e in events if e.type == "lease.renewed"] == ids
+    assert (await store.read(lambda tx: tx.counters(BOARD)))["renewals"] == 30

@@ -67,6 +67,22 @@ __all__ = [
 #: its `now` (see `PostgresTx.now`): a race lasts moments, not minutes.
 CAUSAL_REACH = timedelta(seconds=30)
 
+#: From how many kept-back statements `PostgresTx._send` uses pipeline mode.
+PIPELINE_FROM = 40
+
+
+def _runs(
+    deferred: list[tuple[str, Sequence[Any]]],
+) -> list[tuple[str, list[Sequence[Any]]]]:
+    """`deferred` as runs of one statement: (sql, the params of each), in order."""
+    runs: list[tuple[str, list[Sequence[Any]]]] = []
+    for sql, params in deferred:
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))
+    return runs
+
 
 class PostgresTx(PostgresLog, PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
@@ -219,7 +235,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         A connection lost meanwhile leaves the outcome unknown:
         `StoreUnavailable`, like any broken connection.
         """
-        self._send([*self._batch(), "COMMIT"])
+        self._send(self._batch(), commit=True)
 
     def write_together(self) -> None:
         """Keep this unit's task and lease writes until its next read or its
@@ -248,9 +264,9 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         go with COMMIT, so the events lock is held as briefly as ever)."""
         self._writes_kept = False
         deferred, self._deferred = self._deferred, []
-        self._send(self._bound(deferred))
+        self._send(deferred)
 
-    def _batch(self) -> list[str]:
+    def _batch(self) -> list[tuple[str, Sequence[Any]]]:
         if self.failure is not None:
             raise self.failure
         if self._pending_counts:
@@ -261,7 +277,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
             self._locked_events = True
         deferred, self._deferred = self._deferred, []
         self._writes_kept = False
-        return self._bound(deferred)
+        return deferred
 
     def _bound(self, deferred: list[tuple[str, Sequence[Any]]]) -> list[str]:
         """Statements with their values bound here, on the client: several go
@@ -274,7 +290,31 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         except psycopg.Error as exc:
             self._fail(exc)
 
-    def _send(self, statements: list[str]) -> None:
+    def _send(self, deferred: list[tuple[str, Sequence[Any]]], *, commit: bool = False) -> None:
+        """Send `deferred` (and COMMIT) in one round trip.
+
+        A unit's few writes go as one simple query, bound on the client. From
+        PIPELINE_FROM on (a monitor batch: a thousand statements), binding each
+        value in Python and planning each statement anew cost more than the
+        round trip: they go in pipeline mode instead, each run of one
+        statement as an `executemany`, bound and prepared on the server.
+        """
+        if len(deferred) >= PIPELINE_FROM:
+            try:
+                with self._conn.pipeline():
+                    for sql, params in _runs(deferred):
+                        if len(params) == 1:
+                            self._cur.execute(sql, params[0])
+                        else:
+                            self._cur.executemany(sql, params)
+                    if commit:
+                        self._cur.execute("COMMIT")
+            except psycopg.Error as exc:
+                self._fail(exc)
+            return
+        statements = self._bound(deferred)
+        if commit:
+            statements.append("COMMIT")
         if not statements:
             return
         try:
