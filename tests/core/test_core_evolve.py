@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, replace
-from datetime import timedelta
 
 import pytest
 from corekit import T0, make_task
 
+from tenure.core import Policy, create
 from tenure.core.decisions import Change, ChangeKind
 from tenure.core.evolve import evolve
 from tenure.core.model import Lease, LeaseFlag
 
 
 def _lease() -> Lease:
-    return Lease(
-        board_id="b1",
-        task_id="t1",
-        agent_id="a1",
-        epoch=2,
-        assigned_at=T0,
-        expires_at=T0 + timedelta(seconds=30),
-        grace_s=30.0,
-        recover_after=T0 + timedelta(seconds=60),
-        last_renewed_at=T0,
-        last_signal_at=T0,
-        progress_stamps=(T0,),
-        flags=frozenset({LeaseFlag.STALLED}),
-    )
+    """A lease as the core makes one, with a stamp and a flag set."""
+    lease = create(make_task(), "a1", T0, Policy()).lease
+    assert lease is not None
+    return replace(lease, progress_stamps=(T0,), flags=frozenset({LeaseFlag.STALLED}))
 
 
 def test_a_copy_equals_what_replace_gives_and_shares_the_unchanged_fields() -> None:

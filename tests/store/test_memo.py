@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tests.support.world import make_world
+from tests.support.world import World, make_world
 
+from tenure.auth import Caller
 from tenure.core.model import EndReason, Lease, LeaseFlag
 from tenure.store.memo import Memo, lease_round_trips
 from tenure.store.rows import LEASE_COLUMNS, columns, lease_from_row, lease_to_row
@@ -63,6 +64,16 @@ def _stored(path: Path, task_id: str) -> list[Lease]:
     return [lease_from_row(row) for row in rows]
 
 
+async def _one_claim(tmp_path: Path) -> tuple[World, Caller]:
+    """A World on a real SQLite file where agent a1 holds task t1."""
+    world = await make_world("sqlite", tmp_path)
+    await world.setup_board()
+    agent = await world.add_agent("a1")
+    await world.add_task("t1")
+    await world.claim(agent)
+    return world, agent
+
+
 def test_a_row_is_decoded_once_and_the_memo_empties_when_full() -> None:
     calls: list[tuple[Any, ...]] = []
 
@@ -107,12 +118,8 @@ def test_a_lease_that_would_not_come_back_the_same_is_not_vouched_for() -> None:
 
 
 async def test_what_the_store_hands_back_is_what_decoding_its_row_gives(tmp_path: Path) -> None:
-    world = await make_world("sqlite", tmp_path)
+    world, agent = await _one_claim(tmp_path)
     try:
-        await world.setup_board()
-        agent = await world.add_agent("a1")
-        await world.add_task("t1")
-        await world.claim(agent)
         for step in range(1, 6):
             world.clock.advance(7)
             await world.report(agent, "t1", progress=step * 10, message=f"step {step}")
@@ -135,12 +142,8 @@ async def test_what_the_store_hands_back_is_what_decoding_its_row_gives(tmp_path
 
 
 async def test_a_written_lease_is_remembered_only_when_it_round_trips(tmp_path: Path) -> None:
-    world = await make_world("sqlite", tmp_path)
+    world, _ = await _one_claim(tmp_path)
     try:
-        await world.setup_board()
-        agent = await world.add_agent("a1")
-        await world.add_task("t1")
-        await world.claim(agent)
         lease = await world.store.read(lambda tx: tx.live_lease("b1", "t1"))
         assert lease is not None
         odd = dataclasses.replace(lease, version=lease.version + 1, grace_s=45)
