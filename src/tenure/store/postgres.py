@@ -57,12 +57,20 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from tenure.clock import Clock, SystemClock
-from tenure.core.errors import InvalidInput, StoreUnavailable, TenureError
+from tenure.core.errors import StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
-from tenure.store import migrate as migrations
 from tenure.store import postgres_sql as pgsql
 from tenure.store.base import TransientFailure as TransientFailure
 from tenure.store.base import Tx
+from tenure.store.postgres_schema import (
+    DIALECT,
+    connect,
+    connect_kwargs,
+    migrate_on,
+    migrate_postgres,
+    postgres_schema_version,
+    schema_version_on,
+)
 from tenure.store.postgres_tx import (
     COUNTER_SHARDS,
     EVENT_SELECT,
@@ -84,9 +92,6 @@ __all__ = [
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-DIALECT = "postgres"
-#: Serialises migrations of one database between processes.
-_MIGRATE_LOCK_KEY = 0x74656E7572650002
 #: Skew between a server's clock and the database's worth a warning, seconds.
 _SKEW_WARNING_S = 2.0
 #: How long the listener thread blocks before looking at its stop flag.
@@ -94,86 +99,6 @@ _LISTEN_POLL_S = 0.2
 
 _BEGIN_WITH_DB_CLOCK = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT transaction_timestamp()"
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
-
-
-def _connect_kwargs(dsn: str, connect_timeout: float) -> dict[str, Any]:
-    """Connection settings added to the DSN's own.
-
-    Autocommit: the store sends BEGIN/COMMIT itself (BEGIN shares a round
-    trip with the clock read). TimeZone UTC: timestamptz comes back in UTC
-    (as `timezone.utc`, no conversion per value); appended to any `options`
-    the DSN has, which a keyword argument would otherwise replace.
-    """
-    try:
-        options = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
-    except psycopg.Error as exc:
-        raise InvalidInput("not a valid PostgreSQL connection string", details={}) from exc
-    return {
-        "autocommit": True,
-        "connect_timeout": max(1, round(connect_timeout)),
-        "options": f"{options} -c TimeZone=UTC".strip(),
-    }
-
-
-def _schema_version(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
-    if row is None or not row[0]:
-        return 0
-    row = conn.execute(
-        "SELECT value FROM meta WHERE key = %s", (migrations.VERSION_KEY,)
-    ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def _migrate_on(
-    conn: psycopg.Connection[Any], *, apply: bool, target: int | None = None
-) -> list[int]:
-    """Check (and with `apply`, bring up to date) the schema, in one transaction."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK_KEY,))
-        current = _schema_version(conn)
-        if not apply:
-            migrations.require_current(DIALECT, current)
-            return []
-
-        def execute_script(sql: str) -> None:
-            # No parameters: psycopg sends the text as one simple query, so
-            # a file of several statements runs as it is.
-            conn.execute(sql.encode())
-
-        done = migrations.migrate(DIALECT, execute_script, lambda: current, target=target)
-        if target is None:
-            migrations.require_current(DIALECT, _schema_version(conn))
-    for migration in done:
-        log.info("postgres schema migrated to version %d (%s)", migration.version, migration.name)
-    return [migration.version for migration in done]
-
-
-def _connect(dsn: str, connect_timeout: float) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(dsn, **_connect_kwargs(dsn, connect_timeout))
-    except psycopg.Error as exc:
-        raise StoreUnavailable(
-            "the PostgreSQL database cannot be reached", details={"reason": str(exc)[:300]}
-        ) from exc
-
-
-def migrate_postgres(
-    dsn: str, *, target: int | None = None, connect_timeout: float = 5.0
-) -> list[int]:
-    """Apply the missing migrations to the database at `dsn` (`tenure db migrate`).
-
-    Returns the versions applied, in order (empty when up to date). Refuses
-    a database newer than this code (`migrate.SchemaTooNew`).
-    """
-    with _connect(dsn, connect_timeout) as conn:
-        return _migrate_on(conn, apply=True, target=target)
-
-
-def postgres_schema_version(dsn: str, *, connect_timeout: float = 5.0) -> int:
-    """The schema version of the database at `dsn` (0 for an empty database)."""
-    with _connect(dsn, connect_timeout) as conn:
-        return _schema_version(conn)
 
 
 class PostgresStore:
@@ -449,7 +374,7 @@ class PostgresStore:
         while not self._stop_listening.is_set():
             try:
                 with psycopg.connect(
-                    self._dsn, **_connect_kwargs(self._dsn, self._connect_timeout)
+                    self._dsn, **connect_kwargs(self._dsn, self._connect_timeout)
                 ) as conn:
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
@@ -502,7 +427,7 @@ class PostgresStore:
         return await self._submit(self._schema_version_sync)
 
     def _schema_version_sync(self) -> int:
-        return self._outside_transaction(_schema_version)
+        return self._outside_transaction(schema_version_on)
 
     async def __aenter__(self) -> PostgresStore:
         return self
@@ -585,16 +510,16 @@ async def open_postgres(
     def prepare() -> PostgresStore:
         # One direct connection first: an unreachable server fails fast here
         # (the pool would keep retrying in the background until `timeout`).
-        with _connect(dsn, connect_timeout) as conn:
+        with connect(dsn, connect_timeout) as conn:
             try:
-                _migrate_on(conn, apply=migrate)
+                migrate_on(conn, apply=migrate)
             except psycopg.Error as exc:
                 raise _translated(exc) from exc
         pool = ConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            kwargs=_connect_kwargs(dsn, connect_timeout),
+            kwargs=connect_kwargs(dsn, connect_timeout),
             timeout=timeout,
             open=False,
             name="tenure",
