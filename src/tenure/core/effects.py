@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenure.core.decisions import Change, ChangeKind, HookKind
+from tenure.core.decisions import Change, ChangeKind, HookKind, Report
 from tenure.core.errors import TenureError
 from tenure.core.evolve import evolve
 from tenure.core.model import Counter, Event, EventType, Lease, LeaseFlag, Task
@@ -184,6 +184,25 @@ def learned(lease: Lease, now: datetime, policy: Policy) -> Lease:
     call joins the rhythm (the last `rhythm_window`), unless shorter than
     `min_gap_s` (a burst of calls is one moment of activity)."""
     return evolve(lease, **rhythm_changes(lease, now, policy))
+
+
+def report_changes(lease: Lease, rep: Report, now: datetime, progress: int) -> dict[str, Any]:
+    """The fields a progress report changes on `lease` (not yet bumped):
+    progress, note, branch, a signal now, no suspicion, stalled no more if
+    progress moved."""
+    moved = progress != lease.progress
+    return {
+        "progress": progress,
+        "max_progress": max(lease.max_progress, progress),
+        "message": rep.message or lease.message,
+        "branch": rep.branch or lease.branch,
+        "head_sha": rep.head_sha.lower() if rep.head_sha else lease.head_sha,
+        "last_signal_at": now,
+        "suspect_since": None,
+        "suspect_dropped": False,
+        "progress_changed_at": now if moved else lease.progress_changed_at,
+        "flags": lease.flags - {LeaseFlag.STALLED} if moved else lease.flags,
+    }
 
 
 def rhythm_changes(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:

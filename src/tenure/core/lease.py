@@ -65,7 +65,6 @@ re-exported here.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from tenure.core.decisions import UNCHANGED, Change, ChangeKind, Report, Subject
 from tenure.core.effects import (
@@ -77,6 +76,7 @@ from tenure.core.effects import (
     learned,
     lease_event,
     new_lease,
+    report_changes,
     revival,
     rhythm_changes,
     with_deadline,
@@ -320,28 +320,6 @@ def extend_for_conflict(lease: Lease, now: datetime, policy: Policy) -> Change:
 # The holder's acts on its live lease --------------------------------------------
 
 
-def _with_report(lease: Lease, rep: Report, now: datetime, progress: int) -> Lease:
-    """`lease` (not yet bumped) carrying what a report says: progress, note, branch."""
-    return evolve(lease, **_report_changes(lease, rep, now, progress))
-
-
-def _report_changes(lease: Lease, rep: Report, now: datetime, progress: int) -> dict[str, Any]:
-    """The fields `_with_report` changes."""
-    moved = progress != lease.progress
-    return {
-        "progress": progress,
-        "max_progress": max(lease.max_progress, progress),
-        "message": rep.message or lease.message,
-        "branch": rep.branch or lease.branch,
-        "head_sha": rep.head_sha.lower() if rep.head_sha else lease.head_sha,
-        "last_signal_at": now,
-        "suspect_since": None,
-        "suspect_dropped": False,
-        "progress_changed_at": now if moved else lease.progress_changed_at,
-        "flags": lease.flags - {LeaseFlag.STALLED} if moved else lease.flags,
-    }
-
-
 def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy) -> Change:
     fx = Effects()
     progress = lease.progress if rep.progress is None else rep.progress
@@ -365,7 +343,7 @@ def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy)
     # renewal change disjoint fields, and a renewal is the hottest write.
     new = bumped(
         lease,
-        **_report_changes(lease, rep, now, progress),
+        **report_changes(lease, rep, now, progress),
         **rhythm_changes(lease, now, policy),
         renewal_count=lease.renewal_count + 1,
         progress_stamps=(*lease.progress_stamps, now)[-policy.cadence_window :],
@@ -398,7 +376,7 @@ def _renew(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy)
 
 def _complete(task: Task, lease: Lease, rep: Report, now: datetime, policy: Policy) -> Change:
     progress = 100 if rep.progress is None else rep.progress
-    reported = _with_report(lease, rep, now, progress)
+    reported = evolve(lease, **report_changes(lease, rep, now, progress))
     if not rep.validate:
         return end_assignment(
             task, reported, now, policy, reason=EndReason.COMPLETED, status=TaskStatus.DONE
