@@ -81,15 +81,15 @@ def test_a_row_is_decoded_once_and_the_memo_empties_when_full() -> None:
         calls.append(row)
         return "-".join(map(str, row))
 
-    memo: Memo[str] = Memo(decode, size=2)
-    assert memo.decode((1, "a")) == "1-a"
-    assert memo.decode((1, "a")) == "1-a"
+    memo: Memo[tuple[Any, ...], str] = Memo(decode, size=2)
+    assert memo.of((1, "a")) == "1-a"
+    assert memo.of((1, "a")) == "1-a"
     assert calls == [(1, "a")]
-    memo.decode((2, "b"))
+    memo.of((2, "b"))
     assert len(memo) == 2
-    memo.decode((3, "c"))  # full: emptied, then kept
+    memo.of((3, "c"))  # full: emptied, then kept
     assert len(memo) == 1
-    memo.decode((1, "a"))
+    memo.of((1, "a"))
     assert calls == [(1, "a"), (2, "b"), (3, "c"), (1, "a")]
 
 
@@ -155,6 +155,6 @@ async def test_a_written_lease_is_remembered_only_when_it_round_trips(tmp_path: 
         back = await world.store.read(lambda tx: tx.live_lease("b1", "t1"))
         assert back is not odd and back == odd
         assert type(back.grace_s) is float  # decoded, not the int it was written with
-        assert _LEASES.decode(lease_to_row(odd)) is back
+        assert _LEASES.of(lease_to_row(odd)) is back
     finally:
         await world.store.close()

@@ -1,4 +1,5 @@
-"""Records decoded from SQLite rows, remembered by the row.
+"""Values computed once per key (`Memo`): records decoded from SQLite rows,
+and the text of times and flag sets that `tenure.store.rows` writes and reads.
 
 SQLite hands a row back exactly as it was written: the same text, numbers and
 NULLs. A task row is read again and again while its lease is renewed, and a
@@ -21,40 +22,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from tenure.core.model import EndReason, Lease, LeaseFlag
 
+K = TypeVar("K")
 R = TypeVar("R")
 
-#: Rows kept per kind of record; the memo is emptied when full (cheaper than
+#: Keys kept per memo; a memo is emptied when full (cheaper than
 #: an LRU's bookkeeping on every hit, and a full memo is a rare event).
 MEMO_SIZE = 4096
 
 
-class Memo(Generic[R]):
-    """One kind of record, remembered by the row it was decoded from."""
+class Memo(Generic[K, R]):
+    """What a pure function gives for each key, computed once per key: a
+    record by the row it was decoded from, a time by its text. Bounded by
+    `size` (emptied when full)."""
 
-    __slots__ = ("_decode", "_records", "_size")
+    __slots__ = ("_compute", "_records", "_size")
 
-    def __init__(self, decode: Callable[[tuple[Any, ...]], R], size: int = MEMO_SIZE) -> None:
-        self._decode = decode
+    def __init__(self, compute: Callable[[K], R], size: int = MEMO_SIZE) -> None:
+        self._compute = compute
         self._size = size
-        self._records: dict[tuple[Any, ...], R] = {}
+        self._records: dict[K, R] = {}
 
-    def decode(self, row: tuple[Any, ...]) -> R:
-        """The record of `row`, decoded once."""
-        record = self._records.get(row)
+    def of(self, key: K) -> R:
+        """What `key` gives, computed once."""
+        record = self._records.get(key)
         if record is None:
-            record = self._decode(row)
-            self.remember(row, record)
+            record = self._compute(key)
+            self.remember(key, record)
         return record
 
-    def remember(self, row: tuple[Any, ...], record: R) -> None:
-        """Keep `record` as what `row` decodes to (the caller vouches for it)."""
+    def remember(self, key: K, record: R) -> None:
+        """Keep `record` as what `key` gives (the caller vouches for it)."""
         if len(self._records) >= self._size:
             self._records.clear()
-        self._records[row] = record
+        self._records[key] = record
 
     def __len__(self) -> int:
         return len(self._records)

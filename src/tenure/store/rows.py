@@ -34,6 +34,7 @@ from tenure.core.model import (
     TaskStatus,
 )
 from tenure.store.base import OutboxRow
+from tenure.store.memo import Memo
 
 #: How a dialect wants an aware datetime (or None) written.
 TimeEncoder = Callable[[datetime | None], Any]
@@ -44,36 +45,29 @@ _EMPTY_LIST = "[]"
 # times -----------------------------------------------------------------------
 
 
-#: Recently encoded moments: a lease's times repeat from one write of it to
-#: the next (assigned at, last progress...), and formatting is a good part of
-#: a renewal's cost. Bounded: emptied when full.
-_ENCODED: dict[datetime, str] = {}
-_ENCODED_MAX = 4096
-
-
 def encode_time(moment: datetime | None) -> str | None:
     """ISO text in UTC, always with microseconds and "+00:00".
 
     Fixed width on purpose: text order is then time order, so SQLite's
     indexes and comparisons on these columns order by time.
     """
-    if moment is None:
-        return None
-    # Equal aware datetimes are the same instant, whatever their zones, and
-    # encode to the same UTC text; a naive one is never stored here.
-    text = _ENCODED.get(moment)
-    if text is not None:
-        return text
+    return None if moment is None else _TEXTS.of(moment)
+
+
+def _format_time(moment: datetime) -> str:
     utc = moment
     if moment.tzinfo is not UTC:
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise InvalidInput("refusing to store a naive datetime (its zone is unknown)")
         utc = moment.astimezone(UTC)
-    text = utc.isoformat(timespec="microseconds")
-    if len(_ENCODED) >= _ENCODED_MAX:
-        _ENCODED.clear()
-    _ENCODED[moment] = text
-    return text
+    return utc.isoformat(timespec="microseconds")
+
+
+#: Recently encoded moments: a lease's times repeat from one write of it to
+#: the next (assigned at, last progress...), and formatting is a good part of
+#: a renewal's cost. Equal aware datetimes are the same instant, whatever
+#: their zones, and encode to the same UTC text; a naive one is never kept.
+_TEXTS: Memo[datetime, str] = Memo(_format_time)
 
 
 def keep_time(moment: datetime | None) -> datetime | None:
@@ -81,26 +75,22 @@ def keep_time(moment: datetime | None) -> datetime | None:
     return moment
 
 
-#: Recently decoded texts: a lease's progress stamps and times come back from
-#: one read of it to the next, and parsing them is a good part of a read.
-#: Bounded like `_ENCODED`.
-_DECODED: dict[str, datetime] = {}
-
-
 def decode_time(value: str | datetime | None) -> datetime | None:
     """An aware UTC datetime from ISO text or a driver's datetime (naive = UTC)."""
     if value is None:
         return None
     if isinstance(value, str):
-        known = _DECODED.get(value)
-        if known is not None:
-            return known
-        moment = _utc(datetime.fromisoformat(value))
-        if len(_DECODED) >= _ENCODED_MAX:
-            _DECODED.clear()
-        _DECODED[value] = moment
-        return moment
+        return _TIMES.of(value)
     return _utc(value)
+
+
+def _parse_time(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text))
+
+
+#: Recently decoded texts: a lease's progress stamps and times come back from
+#: one read of it to the next, and parsing them is a good part of a read.
+_TIMES: Memo[str, datetime] = Memo(_parse_time)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -151,22 +141,17 @@ def load_strings(value: str | Any) -> tuple[str, ...]:
     return tuple(load_json(value))
 
 
-#: The text of each flag set seen (there are a handful: flags are few).
-_FLAG_TEXTS: dict[frozenset[Any], str] = {}
-
-
 def dump_flags(flags: Collection[str]) -> str:
     """A flag set as a sorted JSON array (stable text for equal sets)."""
-    if not flags:
-        return _EMPTY_LIST
-    key = frozenset(flags)
-    text = _FLAG_TEXTS.get(key)
-    if text is None:
-        text = dump_strings(sorted(str(flag) for flag in flags))
-        if len(_FLAG_TEXTS) >= _ENCODED_MAX:
-            _FLAG_TEXTS.clear()
-        _FLAG_TEXTS[key] = text
-    return text
+    return _FLAG_TEXTS.of(frozenset(flags)) if flags else _EMPTY_LIST
+
+
+def _flag_text(flags: frozenset[str]) -> str:
+    return dump_strings(sorted(str(flag) for flag in flags))
+
+
+#: The text of each flag set seen (there are a handful: flags are few).
+_FLAG_TEXTS: Memo[frozenset[str], str] = Memo(_flag_text)
 
 
 def dump_stamps(stamps: Sequence[datetime]) -> str:

@@ -169,8 +169,8 @@ _OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
 
 
 #: Leases and tasks decoded from rows, kept by the row (see `tenure.store.memo`).
-_LEASES = Memo(lease_from_row)
-_TASKS = Memo(task_from_row)
+_LEASES: Memo[tuple[Any, ...], Lease] = Memo(lease_from_row)
+_TASKS: Memo[tuple[Any, ...], Task] = Memo(task_from_row)
 
 
 def _remember(row: tuple[Any, ...], lease: Lease) -> None:
@@ -287,7 +287,7 @@ class SqliteTx(SqliteUpkeep):
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         # for_update needs nothing here: BEGIN IMMEDIATE already holds the write lock.
         row = self._one(f"{_TASK_SELECT} WHERE board_id = ? AND id = ?", (board_id, task_id))
-        return None if row is None else _TASKS.decode(row)
+        return None if row is None else _TASKS.of(row)
 
     def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
         # One indexed lookup each: statements cost no round trip here, and the
@@ -309,7 +309,7 @@ class SqliteTx(SqliteUpkeep):
                 f"{_TASK_SELECT} WHERE board_id = ? AND status = ? ORDER BY created_at, id LIMIT ?",
                 (board_id, str(status), count),
             )
-        return [_TASKS.decode(row) for row in rows]
+        return [_TASKS.of(row) for row in rows]
 
     def delete_task(self, board_id: str, task_id: str) -> bool:
         cursor = self._exec("DELETE FROM tasks WHERE board_id = ? AND id = ?", (board_id, task_id))
@@ -318,7 +318,7 @@ class SqliteTx(SqliteUpkeep):
     def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
         # Skills are judged by the caller (the store does not pre-filter on SQLite).
         rows = self._all(_CLAIM_CANDIDATES, (flt.board_id, flt.limit))
-        return [_TASKS.decode(row) for row in rows]
+        return [_TASKS.of(row) for row in rows]
 
     def task_statuses(self, board_id: str, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         if not task_ids:
@@ -365,7 +365,7 @@ class SqliteTx(SqliteUpkeep):
             f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? AND ended_at IS NULL",
             (board_id, task_id),
         )
-        return None if row is None else _LEASES.decode(row)
+        return None if row is None else _LEASES.of(row)
 
     def last_lease_of(self, board_id: str, task_id: str, agent_id: str) -> Lease | None:
         row = self._one(
@@ -373,7 +373,7 @@ class SqliteTx(SqliteUpkeep):
             "ORDER BY epoch DESC LIMIT 1",
             (board_id, task_id, agent_id),
         )
-        return None if row is None else _LEASES.decode(row)
+        return None if row is None else _LEASES.of(row)
 
     def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]:
         rows = self._all(
@@ -382,7 +382,7 @@ class SqliteTx(SqliteUpkeep):
             "ORDER BY assigned_at, task_id",
             (board_id, agent_id),
         )
-        return [_LEASES.decode(row) for row in rows]
+        return [_LEASES.of(row) for row in rows]
 
     def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
         found = {key: self.live_lease(*key) for key in keys}
@@ -400,7 +400,7 @@ class SqliteTx(SqliteUpkeep):
                 "WHERE board_id = ? AND ended_at IS NULL ORDER BY task_id",
                 (board_id,),
             )
-        return [_LEASES.decode(row) for row in rows]
+        return [_LEASES.of(row) for row in rows]
 
     def due_leases(self, now: datetime, limit: int) -> list[Lease]:
         rows = self._all(
@@ -408,14 +408,14 @@ class SqliteTx(SqliteUpkeep):
             "WHERE ended_at IS NULL AND recover_after <= ? ORDER BY recover_after LIMIT ?",
             (encode_time(now), limit),
         )
-        return [_LEASES.decode(row) for row in rows]
+        return [_LEASES.of(row) for row in rows]
 
     def lease_history(self, board_id: str, task_id: str) -> list[Lease]:
         rows = self._all(
             f"{_LEASE_SELECT} WHERE board_id = ? AND task_id = ? ORDER BY epoch",
             (board_id, task_id),
         )
-        return [_LEASES.decode(row) for row in rows]
+        return [_LEASES.of(row) for row in rows]
 
     def leases_of_agent(
         self, board_id: str, agent_id: str, ended_since: datetime
@@ -428,7 +428,7 @@ class SqliteTx(SqliteUpkeep):
             "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? ORDER BY ended_at, task_id)",
             (board_id, agent_id, board_id, agent_id, encode_time(ended_since)),
         )
-        leases = [_LEASES.decode(row) for row in rows]
+        leases = [_LEASES.of(row) for row in rows]
         return [x for x in leases if x.live], [x for x in leases if not x.live]
 
     # events, comments, counters, outbox ---------------------------------------------
