@@ -4,9 +4,11 @@ Layout of the work:
 - ONE writer connection. Every unit of work runs on it inside `BEGIN
   IMMEDIATE` ... `COMMIT` (ROLLBACK if it raises), one at a time, so a claim
   can never interleave with another write. It runs on the writer's own
-  thread (a single-thread executor), except an agent's quick unit finding
-  the writer idle, which runs at once on the event loop's thread (see
-  `SqliteStore.run`); the `_draining` flag says who holds the connection.
+  thread (a single-thread executor), except an agent's quick units finding
+  the writer idle, which run at once on the event loop's thread in a
+  transaction committed at the loop's next pass (see `SqliteStore.run` and
+  `tenure.store.sqlite_group`); the `_draining` flag says who holds the
+  connection.
 - Readers (`Store.read`, `events_after`) use their own connections on their
   own threads; under WAL they read the last committed state while the
   writer writes.
@@ -34,6 +36,7 @@ from tenure.clock import Clock, SystemClock
 from tenure.core.errors import StoreUnavailable
 from tenure.core.model import StoredEvent
 from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
+from tenure.store.sqlite_group import GROUP_MAX, LoopGroup, Outcome, rollback, run_group
 from tenure.store.sqlite_schema import (
     DEFAULT_PATH,
     DIALECT,
@@ -54,8 +57,6 @@ DEFAULT_POLL_INTERVAL = 0.25
 
 #: How often the checkpointer folds the WAL back into the database file.
 CHECKPOINT_INTERVAL_S = 0.5
-#: Units of work committed together at most (group commit, see `SqliteStore.run`).
-GROUP_MAX = 64
 #: WAL pages after which the writer checkpoints by itself: a backstop only,
 #: for a checkpointer that cannot keep up (SQLite's default is 1000).
 WRITER_CHECKPOINT_PAGES = 20_000
@@ -98,6 +99,8 @@ class SqliteStore:
         self._pending: list[tuple[Callable[[SqliteTx], Any], asyncio.Future[Any]]] = []
         self._pending_lock = threading.Lock()
         self._draining = False
+        # Quick units' transaction on the event loop's thread, while open.
+        self._loop_group: LoopGroup | None = None
         self._checkpointer: threading.Thread | None = None
         self._last_event_id = 0
         self._event_signal = asyncio.Event()
@@ -216,23 +219,21 @@ class SqliteStore:
 
     # units of work --------------------------------------------------------------
 
-    def _run_sync(self, fn: Callable[[SqliteTx], T], *, wait: bool = True) -> tuple[T, int]:
+    def _run_sync(self, fn: Callable[[SqliteTx], T]) -> tuple[T, int]:
         conn = self._writer
         if conn is None:
             raise StoreUnavailable("the SQLite store is closed")
-        self._wait_for_lock(conn, wait)
+        self._wait_for_lock(conn, True)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                raise _WriteLockTaken from exc
             raise translate_error(exc) from exc
         tx = SqliteTx(conn, self.clock.now())
         try:
             result = fn(tx)
             conn.execute("COMMIT")
         except BaseException as exc:
-            _rollback(conn)
+            rollback(conn)
             if isinstance(exc, sqlite3.Error):
                 raise translate_error(exc) from exc
             raise
@@ -249,31 +250,36 @@ class SqliteStore:
 
         `agent` is ignored: reading a row costs no round trip here.
 
-        A `quick` unit (see `Store.run`) finding the writer idle runs at once
-        on the calling thread (the event loop's): the two thread hops it
-        saves cost more than the unit itself. It never waits for the file's
-        write lock there: if another process holds it, the unit goes to the
-        writer thread like any other.
-
-        Group commit: units submitted while the writer is busy wait in a queue
-        and the writer runs the queue (up to GROUP_MAX) in ONE transaction,
-        each unit inside a savepoint of its own: a unit that raises is rolled
-        back to its savepoint and gets its error, the others commit together,
-        and every caller's answer waits for that COMMIT. One commit (and one
-        trip to the writer thread) then serves many concurrent callers; a lone
-        caller's unit runs alone, as before.
+        Units are committed in groups (`tenure.store.sqlite_group`): one
+        COMMIT serves every unit that came in together, and each caller's
+        answer waits for it.
+        - A `quick` unit (see `Store.run`) finding the writer idle runs at
+          once on the calling thread, the event loop's (the two thread hops
+          it saves cost more than the unit itself), in a transaction held
+          for one pass of the loop: quick units ready to run in that pass
+          join it. It never waits for the file's write lock there: if another
+          process holds it, the unit goes to the writer thread.
+        - Other units, and quick ones finding the writer busy, wait in a
+          queue that the writer thread runs, up to GROUP_MAX at a time, in
+          one transaction.
 
         If the caller is cancelled while `fn` runs, the unit of work still
-        finishes (committed or rolled back) on the writer thread.
+        finishes (committed or rolled back).
         """
         self._check_open()
         if quick:
-            done = self._run_inline(fn)
-            if done is not None:
-                result, last_event_id = done
-                if last_event_id:
-                    self._events_committed(last_event_id)
-                return result
+            if self._loop_group is not None:
+                return await self._loop_group.add(fn)
+            group = self._open_loop_group()
+            if group is not None:
+                answer = group.add(fn)
+                try:
+                    # One pass of the loop: the quick units ready to run in
+                    # it join this transaction before it commits.
+                    await asyncio.sleep(0)
+                finally:
+                    group.commit()
+                return answer.result()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[T, int]] = loop.create_future()
         with self._pending_lock:
@@ -287,25 +293,42 @@ class SqliteStore:
             self._events_committed(last_event_id)
         return result
 
-    def _run_inline(self, fn: Callable[[SqliteTx], T]) -> tuple[T, int] | None:
-        """Run `fn` on this thread if the writer is idle; None if it is not
-        (busy with other units, or the file locked by another process)."""
+    def _open_loop_group(self) -> LoopGroup | None:
+        """A transaction for quick units on this thread, if the writer is idle;
+        None if it is not (busy with other units, or the file locked by
+        another process)."""
         with self._pending_lock:
             if self._draining or self._pending or self._writer is None:
                 return None
             self._draining = True  # the writer connection is ours meanwhile
+        conn = self._writer
         try:
-            return self._run_sync(fn, wait=False)
-        except _WriteLockTaken:
-            return None
-        finally:
-            with self._pending_lock:
-                self._draining = False
-                start = bool(self._pending)
-                if start:
-                    self._draining = True
+            self._wait_for_lock(conn, False)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._release_writer()
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return None
+            raise translate_error(exc) from exc
+        self._loop_group = LoopGroup(conn, self.clock, self._loop_group_closed)
+        return self._loop_group
+
+    def _loop_group_closed(self, group: LoopGroup, last_event_id: int) -> None:
+        if self._loop_group is group:
+            self._loop_group = None
+        self._release_writer()
+        if last_event_id:
+            self._events_committed(last_event_id)
+
+    def _release_writer(self) -> None:
+        """The loop's thread is done with the writer: start the queued units."""
+        with self._pending_lock:
+            self._draining = False
+            start = bool(self._pending)
             if start:
-                self._writer_pool.submit(self._drain, asyncio.get_running_loop())
+                self._draining = True
+        if start:
+            self._writer_pool.submit(self._drain, asyncio.get_running_loop())
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the writer thread: run the queued units, a group at a time."""
@@ -347,7 +370,7 @@ class SqliteStore:
 
     def _run_group(
         self, group: list[tuple[Callable[[SqliteTx], Any], asyncio.Future[Any]]]
-    ) -> list[tuple[bool, Any]]:
+    ) -> list[Outcome]:
         """Several units in one transaction, each in a savepoint; their outcomes."""
         conn = self._writer
         if conn is None:
@@ -357,27 +380,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [(False, translate_error(exc)) for _ in group]
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            for fn, _ in group:
-                conn.execute("SAVEPOINT unit")
-                tx = SqliteTx(conn, self.clock.now())
-                try:
-                    result = fn(tx)
-                except BaseException as exc:
-                    conn.execute("ROLLBACK TO unit")
-                    error = translate_error(exc) if isinstance(exc, sqlite3.Error) else exc
-                    outcomes.append((False, error))
-                else:
-                    outcomes.append((True, (result, tx.last_event_id)))
-                conn.execute("RELEASE unit")
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # The transaction itself failed (SQLite may have rolled it back):
-            # nothing of the group is kept, and every unit says so.
-            _rollback(conn)
-            return [(False, translate_error(exc)) for _ in group]
-        return outcomes
+        return run_group(conn, self.clock, [fn for fn, _ in group])
 
     def _read_sync(self, fn: Callable[[SqliteTx], T], *, inline: bool = False) -> T:
         conn = self._reader(inline=inline)
@@ -387,7 +390,7 @@ class SqliteStore:
             try:
                 return fn(tx)
             finally:
-                _rollback(conn)
+                rollback(conn)
         except sqlite3.Error as exc:
             raise translate_error(exc) from exc
 
@@ -490,6 +493,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        if self._loop_group is not None:
+            self._loop_group.commit()
         self._stop_checkpoints.set()
         if self._checkpointer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
@@ -509,10 +514,6 @@ class SqliteStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-class _WriteLockTaken(Exception):
-    """Another process holds the file's write lock (and the caller would not wait)."""
 
 
 def _close_writer(conn: sqlite3.Connection) -> None:
@@ -538,13 +539,6 @@ def _deliver(
 
     with contextlib.suppress(RuntimeError):  # the caller's loop has closed
         loop.call_soon_threadsafe(settle)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is open; never mask the error being raised."""
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 async def open_sqlite(
