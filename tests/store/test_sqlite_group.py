@@ -15,7 +15,7 @@ from tenure.clock import FakeClock
 from tenure.core.errors import Conflict, TenureError
 from tenure.core.model import Board
 from tenure.store.sqlite import SqliteStore
-from tenure.store.sqlite_group import GROUP_MAX
+from tenure.store.sqlite_group import GROUP_MAX, PROBE_EVERY, SOLO_STREAK, Pacer
 
 
 class Boom(Exception):
@@ -24,7 +24,9 @@ class Boom(Exception):
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A store whose first units always wait for company (see `Pacer`)."""
     store = await SqliteStore.open(tmp_path / "t.db", FakeClock())
+    store._pacer.waiting = True
     yield store
     await store.close()
 
@@ -214,3 +216,59 @@ async def test_a_conflict_in_a_group_is_the_callers_error_only(store: SqliteStor
     )
     assert results[0] == "b2" and isinstance(results[1], Conflict)
     assert await _boards(store) == ["b1", "b2"]
+
+
+def test_the_pacer_waits_while_groups_have_company_and_probes_otherwise() -> None:
+    pacer = Pacer()
+    # Alone: one group in PROBE_EVERY waits, to see whether company came.
+    decisions = [pacer.wait_for_company() for _ in range(2 * PROBE_EVERY)]
+    assert decisions.count(True) == 2 and decisions[PROBE_EVERY - 1]
+    pacer.waited(3)  # it did
+    assert all(pacer.wait_for_company() for _ in range(3 * PROBE_EVERY))
+    for _ in range(SOLO_STREAK - 1):
+        pacer.waited(1)
+    pacer.waited(2)  # company again: the streak starts over
+    for _ in range(SOLO_STREAK - 1):
+        pacer.waited(1)
+        assert pacer.wait_for_company()
+    pacer.waited(1)  # SOLO_STREAK lone groups in a row: stop waiting
+    assert not pacer.wait_for_company()
+
+
+async def test_a_serial_caller_commits_at_once_and_concurrent_ones_share_commits(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "t.db", FakeClock())
+    commits = _commits(store)
+    passes = 0
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            await asyncio.sleep(0)
+            passes += 1
+
+    counter = asyncio.create_task(count_passes())
+    await asyncio.sleep(0)
+    start = passes
+    for i in range(PROBE_EVERY - 1):
+        await store.run(_insert(f"s{i:02d}"), quick=True)
+    # Each unit committed before its caller went on, without yielding once.
+    assert passes == start
+    assert len(commits) == PROBE_EVERY - 1
+    counter.cancel()
+
+    commits.clear()
+    names = [f"c{r:02d}-{i}" for r in range(2 * PROBE_EVERY) for i in range(8)]
+
+    async def caller(i: int) -> None:
+        for r in range(2 * PROBE_EVERY):
+            await store.run(_insert(f"c{r:02d}-{i}"), quick=True)
+
+    await asyncio.gather(*(caller(i) for i in range(8)))
+    # Once a probe found company, units went eight to a commit.
+    assert len(commits) < len(names) // 4, len(commits)
+    assert sorted(await _boards(store)) == sorted(
+        [f"s{i:02d}" for i in range(PROBE_EVERY - 1)] + names
+    )
+    await store.close()

@@ -36,7 +36,14 @@ from tenure.clock import Clock, SystemClock
 from tenure.core.errors import StoreUnavailable
 from tenure.core.model import StoredEvent
 from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
-from tenure.store.sqlite_group import GROUP_MAX, LoopGroup, Outcome, rollback, run_group
+from tenure.store.sqlite_group import (
+    GROUP_MAX,
+    LoopGroup,
+    Outcome,
+    Pacer,
+    rollback,
+    run_group,
+)
 from tenure.store.sqlite_schema import (
     DEFAULT_PATH,
     DIALECT,
@@ -101,6 +108,7 @@ class SqliteStore:
         self._draining = False
         # Quick units' transaction on the event loop's thread, while open.
         self._loop_group: LoopGroup | None = None
+        self._pacer = Pacer()
         self._checkpointer: threading.Thread | None = None
         self._last_event_id = 0
         self._event_signal = asyncio.Event()
@@ -255,9 +263,10 @@ class SqliteStore:
         answer waits for it.
         - A `quick` unit (see `Store.run`) finding the writer idle runs at
           once on the calling thread, the event loop's (the two thread hops
-          it saves cost more than the unit itself), in a transaction held
-          for one pass of the loop: quick units ready to run in that pass
-          join it. It never waits for the file's write lock there: if another
+          it saves cost more than the unit itself). While quick units come
+          in together, its transaction is held for one pass of the loop, and
+          the quick units ready to run in that pass join it (`Pacer`). It
+          never waits for the file's write lock there: if another
           process holds it, the unit goes to the writer thread.
         - Other units, and quick ones finding the writer busy, wait in a
           queue that the writer thread runs, up to GROUP_MAX at a time, in
@@ -273,12 +282,16 @@ class SqliteStore:
             group = self._open_loop_group()
             if group is not None:
                 answer = group.add(fn)
+                if not self._pacer.wait_for_company():
+                    group.commit()
+                    return answer.result()
                 try:
                     # One pass of the loop: the quick units ready to run in
                     # it join this transaction before it commits.
                     await asyncio.sleep(0)
                 finally:
                     group.commit()
+                    self._pacer.waited(group.units)
                 return answer.result()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[T, int]] = loop.create_future()
