@@ -19,7 +19,7 @@ from tenure.core.errors import Conflict, StoreUnavailable
 from tenure.core.model import Board, Task, TaskStatus
 from tenure.store import migrate as migrations
 from tenure.store.sqlite import SqliteStore, migrate_file, schema_version_of
-from tenure.store.sqlite_schema import PAGE_SIZE, _split_script
+from tenure.store.sqlite_schema import _split_script
 from tenure.store.sqlite_tx import translate_error
 
 LATEST = migrations.latest_version("sqlite")
@@ -136,29 +136,6 @@ async def test_the_writer_uses_wal_normal_sync_and_foreign_keys(tmp_path: Path) 
         )
 
     assert await store.run(pragmas) == ("wal", 1, 1, 5000)
-    await store.close()
-
-
-async def test_a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own(
-    tmp_path: Path,
-) -> None:
-    def page_size(tx: Any) -> int:
-        return int(tx.conn.execute("PRAGMA page_size").fetchone()[0])
-
-    store = await SqliteStore.open(tmp_path / "new.db", FakeClock())
-    assert await store.read(page_size) == PAGE_SIZE == 2048
-    await store.close()
-
-    old = tmp_path / "old.db"
-    conn = sqlite3.connect(old, isolation_level=None)
-    conn.execute("PRAGMA page_size = 4096")
-    conn.execute("CREATE TABLE made_elsewhere (x)")
-    conn.close()
-    store = await SqliteStore.open(old, FakeClock())
-    assert await store.read(page_size) == 4096
-    board = Board("b1", "B", FakeClock().now())
-    await store.run(lambda tx: tx.insert_board(board))
-    assert await store.read(lambda tx: tx.list_boards()) == [board]
     await store.close()
 
 

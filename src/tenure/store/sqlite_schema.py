@@ -16,13 +16,6 @@ from tenure.store.sqlite_tx import translate_error
 DIALECT = "sqlite"
 DEFAULT_PATH = "tenure.db"
 
-#: The page size of a NEW database file; an existing file keeps its own
-#: (in WAL mode, not even `VACUUM` changes it). Half SQLite's default, because a
-#: COMMIT writes every page it changed to the WAL whole, checksummed: a
-#: renewal changes some ten pages, a few hundred bytes of each, and 2 KiB
-#: pages make it about 8 % faster (docs/performance.md).
-PAGE_SIZE = 2048
-
 
 def _connect(
     path: str, *, busy_timeout_ms: int, synchronous: str, reader: bool
@@ -38,8 +31,6 @@ def _connect(
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not reader:
-            # Only takes effect before the file's first table exists.
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(f"could not put {path} in WAL mode (got {mode})")
