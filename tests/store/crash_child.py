@@ -3,7 +3,7 @@
 Run as `python crash_child.py DB_PATH`. It seeds the file on first use, then
 runs several workers at once against one `SqliteStore` and prints one JSON
 line per acknowledged operation (after `store.run` returned, so after
-COMMIT), flushed at once: the parent kills this process with SIGKILL at a
+COMMIT, its own or its group's), flushed at once: the parent kills this process with SIGKILL at a
 random moment and checks that every printed operation is in the file.
 """
 
@@ -99,14 +99,17 @@ def _complete(agent_id: str) -> Any:
 async def _worker(store: SqliteStore, agent_id: str, rng: random.Random) -> None:
     holding = False
     while True:
+        # Claims go to the writer thread; renewals and completions are quick
+        # units, committed in groups on the event loop's thread: both paths
+        # run at once, as in the server.
         if not holding:
             lease = await store.run(_claim(agent_id))
             op = "claim"
         elif rng.random() < 0.2:
-            lease = await store.run(_complete(agent_id))
+            lease = await store.run(_complete(agent_id), quick=True)
             op = "complete"
         else:
-            lease = await store.run(_renew(agent_id))
+            lease = await store.run(_renew(agent_id), quick=True)
             op = "renew"
         if lease is None:
             await asyncio.sleep(0)
