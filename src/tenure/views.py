@@ -62,6 +62,9 @@ def lease_view(lease: Lease, now: datetime, policy: Policy) -> dict[str, Any]:
         "head_sha": lease.head_sha,
         "conflict_extensions": lease.conflict_extensions,
         "suspect_since": iso(lease.suspect_since),
+        # Why it is suspect: its connection dropped (True) or its session
+        # closed (False); under `adaptive` a drop is given longer.
+        "suspect_dropped": lease.suspect_dropped,
         "ended_at": iso(lease.ended_at),
         "end_reason": str(lease.end_reason) if lease.end_reason else None,
     }

@@ -40,6 +40,21 @@ async def test_closing_the_last_session_gets_the_task_recovered_within_30_s_and_
     assert task["handoff"]["recovery_reason"] == "agent_disconnected"
 
 
+@pytest.mark.parametrize("dropped", [False, True])
+async def test_a_suspect_lease_shows_whether_its_connection_dropped(
+    world: World, dropped: bool
+) -> None:
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.coordinator.session_opened(a1)
+    await world.claim(a1)
+    assert (await world.task("T1"))["lease"]["suspect_dropped"] is False
+    await world.coordinator.session_closed(a1, dropped=dropped)
+    lease = (await world.task("T1"))["lease"]
+    assert lease["state"] == "suspect"
+    assert lease["suspect_dropped"] is dropped
+
+
 async def test_a_signal_after_the_close_clears_the_suspicion(world: World) -> None:
     a1 = await world.add_agent("a1")
     await world.add_task("T1")

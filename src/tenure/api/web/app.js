@@ -254,7 +254,10 @@
     let text;
     if (current === "expired") text = "expired · awaiting the monitor";
     else if (current === "in_grace" || left < 0) text = `in grace · recoverable in ${clock((Date.parse(lease.recover_after) - nowMs) / 1000)}`;
-    else if (current === "suspect") text = `${clock(left)} left · suspect until ${timeOfDay(lease.recover_after)}`;
+    else if (current === "suspect") {
+      const why = lease.suspect_dropped ? "connection dropped" : "session closed";
+      text = `${clock(left)} left · suspect (${why}) until ${timeOfDay(lease.recover_after)}`;
+    }
     else text = `${clock(left)} left`;
     if (card.parts.left.textContent !== text) card.parts.left.textContent = text;
   }
