@@ -5,8 +5,9 @@ Layout of the work:
   IMMEDIATE` ... `COMMIT` (ROLLBACK if it raises), one at a time, so a claim
   can never interleave with another write. It runs on the writer's own
   thread (a single-thread executor), except an agent's quick units finding
-  the writer idle, which run at once on the event loop's thread in a
-  transaction committed at the loop's next pass (see `SqliteStore.run` and
+  the writer idle, which run at once on the event loop's thread, committed
+  at once or, while callers come in together, after one pass of the loop
+  that lets others join the transaction (see `SqliteStore.run` and
   `tenure.store.sqlite_group`); the `_draining` flag says who holds the
   connection.
 - Readers (`Store.read`, `events_after`) use their own connections on their
