@@ -85,7 +85,7 @@ async def test_quick_units_ready_together_share_one_commit(store: SqliteStore) -
     assert await _boards(store) == names
 
 
-async def test_a_lone_quick_unit_commits_before_its_caller_resumes(store: SqliteStore) -> None:
+async def test_a_lone_quick_unit_commits_alone(store: SqliteStore) -> None:
     commits = _commits(store)
     assert await store.run(_insert("b1"), quick=True) == "b1"
     assert commits == ["COMMIT"]
