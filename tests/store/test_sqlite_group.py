@@ -4,6 +4,7 @@ one COMMIT, and each keeps its own outcome (`tenure.store.sqlite_group`)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -271,4 +272,61 @@ async def test_a_serial_caller_commits_at_once_and_concurrent_ones_share_commits
     assert sorted(await _boards(store)) == sorted(
         [f"s{i:02d}" for i in range(PROBE_EVERY - 1)] + names
     )
+    await store.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_what_is_kept_is_exactly_what_was_acknowledged(tmp_path: Path, seed: int) -> None:
+    """A random mix of quick and queued units, some raising, some making the
+    COMMIT fail, some with their callers cancelled: every unit whose caller
+    got an answer is in the file, every unit whose caller got an error is not."""
+    rng = random.Random(seed)
+    store = await SqliteStore.open(tmp_path / "t.db", FakeClock())
+    store._pacer.waiting = True  # then as the Pacer decides
+    acknowledged: set[str] = set()
+    refused: set[str] = set()
+    undecided: set[str] = set()  # callers cancelled: kept or not, never half
+    bystanders: set[str] = set()  # good units refused with a failed COMMIT
+
+    async def one(n: int) -> None:
+        name = f"b{n:04d}"
+        kind = rng.choices(["ok", "raise", "orphan", "cancel"], [70, 15, 3, 12])[0]
+        quick = rng.random() < 0.8
+
+        def unit(tx: Any) -> str:
+            tx.insert_board(Board(name, name, tx.now))
+            if kind == "raise":
+                raise Boom(name)
+            if kind == "orphan":
+                _orphan_agent(tx)
+            return name
+
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        task = asyncio.create_task(store.run(unit, quick=quick))
+        if kind == "cancel":
+            await asyncio.sleep(0)
+            task.cancel()
+        try:
+            assert await task == name
+            acknowledged.add(name)
+        except asyncio.CancelledError:
+            undecided.add(name)
+        except (Boom, TenureError):
+            refused.add(name)
+            if kind in ("ok", "cancel"):
+                bystanders.add(name)
+
+    for wave in range(15):
+        await asyncio.gather(*(one(wave * 20 + i) for i in range(20)))
+    kept = set(await _boards(store))
+    assert acknowledged <= kept
+    assert not refused & kept
+    assert kept <= acknowledged | undecided
+    assert len(acknowledged) > 100 and refused
+    assert bystanders, "no COMMIT failed under another unit: the group path went untested"
+    # The agents the orphan units wrote never outlive their failed COMMIT.
+    assert await store.read(
+        lambda tx: tx.conn.execute("SELECT count(*) FROM agents").fetchone()
+    ) == (0,)
     await store.close()
