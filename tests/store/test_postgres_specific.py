@@ -688,3 +688,29 @@ async def test_the_read_with_begin_survives_its_statement_being_deallocated(
             await store.run(spoil, agent=(BOARD, "a0"))
         assert await store.run(reads, agent=(BOARD, "a0")) == first
         assert await store.run(reads, agent=(BOARD, "a0")) == first
+
+
+async def test_writes_sent_with_commit_survive_their_statements_being_deallocated(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    """The writes sent with COMMIT are statements the store prepared on the
+    connection. Deallocated by someone else, the next unit that sends them
+    fails as a lost race (nothing of it kept, safe to run again) and the
+    one after that prepares them anew."""
+    store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
+    await store.run(_board_with_tasks(1, agents=1))
+
+    def seen(at: datetime) -> Callable[[Tx], None]:
+        return lambda tx: tx.mark_seen(BOARD, "a0", at)
+
+    def last_seen(tx: Tx) -> datetime | None:
+        agent = tx.get_agent(BOARD, "a0")
+        return None if agent is None else agent.last_seen_at
+
+    await store.run(seen(T0))
+    await store.run(lambda tx: tx._exec("DEALLOCATE ALL"))  # type: ignore[attr-defined]
+    with pytest.raises(TransientFailure):
+        await store.run(seen(T0 + timedelta(seconds=1)))
+    assert await store.run(last_seen) == T0
+    await store.run(seen(T0 + timedelta(seconds=2)))
+    assert await store.run(last_seen) == T0 + timedelta(seconds=2)

@@ -62,6 +62,7 @@ from tenure.core.model import StoredEvent
 from tenure.store import postgres_sql as pgsql
 from tenure.store.base import TransientFailure as TransientFailure
 from tenure.store.base import Tx
+from tenure.store.postgres_pipe import Prepared
 from tenure.store.postgres_schema import (
     DIALECT,
     connect,
@@ -131,6 +132,10 @@ class PostgresStore:
         # first use. psycopg deallocates every prepared statement of a
         # connection after a ROLLBACK on it, so a rollback forgets it here.
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        # Which of `postgres_pipe`'s statements each pooled connection holds.
+        self._statements: weakref.WeakKeyDictionary[psycopg.Connection[Any], Prepared] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closed = False
         #: Database clock minus this process's clock, in seconds (measured at open).
         self.clock_skew_s = 0.0
@@ -239,7 +244,10 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise _translated(exc) from exc
         shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
-        tx = PostgresTx(conn, _utc(now), shard, causal=self._clock is None)
+        statements = self._statements.get(conn)
+        if statements is None:
+            statements = self._statements[conn] = Prepared()
+        tx = PostgresTx(conn, _utc(now), shard, causal=self._clock is None, statements=statements)
         if agent is not None and found is not None:
             tx.prefetched(*agent, found)
         return tx
@@ -271,6 +279,9 @@ class PostgresStore:
 
     def _rollback(self, conn: psycopg.Connection[Any]) -> None:
         self._prepared.discard(conn)
+        statements = self._statements.get(conn)
+        if statements is not None:
+            statements.forget()
         if conn.closed or conn.broken:
             return
         try:

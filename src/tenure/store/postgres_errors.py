@@ -42,6 +42,14 @@ def translate(exc: BaseException) -> TenureError | None:
             "the database aborted the transaction in a race; try again",
             details={"sqlstate": sqlstate},
         )
+    if sqlstate == "26000":
+        # invalid_sql_statement_name: a statement the store prepared on this
+        # connection was deallocated behind its back (`postgres_pipe` reads
+        # them again); the transaction is aborted, so nothing of it is kept.
+        return TransientFailure(
+            "a prepared statement was missing on the connection; try again",
+            details={"sqlstate": sqlstate},
+        )
     if isinstance(exc, pg_errors.UniqueViolation):
         return Conflict("a record with this id already exists", details=_diag(exc))
     if isinstance(exc, pg_errors.ForeignKeyViolation):

@@ -1,0 +1,191 @@
+"""A unit's kept-back writes and its COMMIT, sent through libpq's pipeline directly.
+
+`PostgresTx` keeps the writes nothing waits for (events, counters, last-seen
+marks, and under `write_together` the checked task and lease writes) until
+the end of a unit, then sends them with COMMIT in one round trip. Through a
+psycopg cursor each of them cost some 30 us of Python (binding, psycopg's
+prepared-statement cache, result bookkeeping): about a third of an agent
+call's CPU on the client, the resource eight concurrent agents run out of.
+These statements are few, their text fixed, their values plain, and nothing
+reads their rows, so this module hands them to libpq itself:
+
+- each statement is prepared once per connection, under a name of ours
+  (`tenure_w<n>`), by a Parse message in the same pipeline as its first use;
+- its values go as text (`encode`), typed by the server from the statement;
+- every result is read, and the first failure is raised as psycopg's own
+  error for it, so the store translates it exactly as before.
+
+Which of our statements a connection holds is remembered (`Prepared`), and
+read again from `pg_prepared_statements` after anything that may have
+deallocated them (a rollback: psycopg then deallocates every statement of
+the connection). Waiting on the socket happens in `select`, which releases
+the GIL, never in a blocking libpq call.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+_NAME_PREFIX = "tenure_w"
+_names: dict[str, tuple[bytes, bytes]] = {}
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+ExecStatus = pq.ExecStatus
+_DONE = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
+
+
+def statement(sql: str) -> tuple[bytes, bytes]:
+    """`sql` (psycopg's `%s` placeholders) as (our name for it, libpq's `$n` text).
+
+    Names are given in order of first use and are the same on every
+    connection of the process.
+    """
+    found = _names.get(sql)
+    if found is None:
+        count = 0
+
+        def number(match: re.Match[str]) -> str:
+            nonlocal count
+            if match.group() == "%%":
+                return "%"
+            count += 1
+            return f"${count}"
+
+        found = (f"{_NAME_PREFIX}{len(_names)}".encode(), _PLACEHOLDER.sub(number, sql).encode())
+        _names[sql] = found
+    return found
+
+
+def encode(value: Any) -> bytes | None:
+    """A parameter as PostgreSQL's text input for it (None: NULL).
+
+    The types are those of Tenure's rows: text, integers, floats, booleans,
+    aware datetimes, and lists of them for array parameters.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, int | float):
+        return repr(value).encode()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError("a naive datetime has no place in a timestamptz column")
+        return value.isoformat().encode()
+    if isinstance(value, list | tuple):
+        return ("{" + ",".join(_element(item) for item in value) + "}").encode()
+    raise TypeError(f"no text form for a parameter of type {type(value).__name__}")
+
+
+def _element(item: Any) -> str:
+    """One element of an array literal: quoted, with `"` and `\\` escaped."""
+    if item is None:
+        return "NULL"
+    text = encode(item)
+    assert text is not None
+    escaped = text.decode().replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+class Prepared:
+    """Which of our statements one connection holds (None: not known)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: set[bytes] | None = None
+
+    def forget(self) -> None:
+        """Something may have deallocated them: read them again before use."""
+        self.names = None
+
+
+def send(
+    conn: psycopg.Connection[Any],
+    prepared: Prepared,
+    runs: Sequence[tuple[str, Sequence[Sequence[Any]]]],
+    *,
+    commit: bool,
+) -> None:
+    """Send each run's statement once per parameter set, then COMMIT if asked,
+    in one round trip; raise psycopg's error for the first that fails.
+
+    The connection must be idle in an open transaction and outside psycopg's
+    own pipeline.
+    """
+    # Encoded before anything is sent: a value refused here leaves nothing
+    # queued on the connection.
+    batch = [
+        (*statement(sql), [[encode(value) for value in values] for values in params])
+        for sql, params in runs
+    ]
+    if prepared.names is None:
+        held = conn.execute(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE %s", (f"{_NAME_PREFIX}%",)
+        ).fetchall()
+        prepared.names = {str(name).encode() for (name,) in held}
+    names = prepared.names
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        for name, text, encoded in batch:
+            if name not in names:
+                pgconn.send_prepare(name, text)
+                names.add(name)
+            for values in encoded:
+                pgconn.send_query_prepared(name, values)
+        if commit:
+            pgconn.send_query_params(b"COMMIT", None)
+        pgconn.pipeline_sync()
+        _flush(pgconn)
+        failure = _results(pgconn, conn.info.encoding)
+        pgconn.exit_pipeline_mode()
+    except BaseException:
+        # The connection broke, or was left mid-pipeline: it is of no more use.
+        prepared.forget()
+        conn.close()
+        raise
+    if failure is not None:
+        # What followed the failure in the pipeline was skipped, its
+        # statements' first Parse included: read the names again next time.
+        prepared.forget()
+        raise failure
+
+
+def _flush(pgconn: pq.abc.PGconn) -> None:
+    """Send everything queued, reading input meanwhile so that a server busy
+    writing results to us never waits on us while we wait on it."""
+    while pgconn.flush() == 1:
+        readable, _, _ = select.select([pgconn.socket], [pgconn.socket], [])
+        if readable:
+            pgconn.consume_input()
+
+
+def _results(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.Error | None:
+    """Read every result up to the pipeline's sync; the first failure, if any."""
+    failure: psycopg.Error | None = None
+    while True:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            continue  # the end of one statement's results
+        status = result.status
+        if status == ExecStatus.PIPELINE_SYNC:
+            return failure
+        if status == ExecStatus.FATAL_ERROR and failure is None:
+            failure = psycopg.errors.error_from_result(result, encoding=encoding)
+        elif status not in _DONE and status != ExecStatus.PIPELINE_ABORTED and failure is None:
+            failure = psycopg.OperationalError(
+                f"unexpected result in a pipeline: {ExecStatus(status).name}"
+            )
