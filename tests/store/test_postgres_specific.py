@@ -41,7 +41,8 @@ from tenure.core.model import (
     Task,
     TaskStatus,
 )
-from tenure.store import migrate
+from tenure.store import migrate, postgres_pipe
+from tenure.store import postgres_sql as pgsql
 from tenure.store.base import Tx
 from tenure.store.postgres import (
     PostgresStore,
@@ -662,10 +663,10 @@ async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
 async def test_the_read_with_begin_survives_its_statement_being_deallocated(
     stores: list[PostgresStore], dsn: str
 ) -> None:
-    """The read BEGIN executes is a named prepared statement: a rollback may
-    deallocate it (psycopg does, with all of a connection's statements, when
-    it holds some of its own) or leave it, and anyone may DEALLOCATE it; each
-    time the next call prepares it again, and answers the same."""
+    """The read sent with BEGIN is a statement the store prepared: a rollback
+    may deallocate it (psycopg does, with all of a connection's statements,
+    when it holds some of its own) or leave it, and anyone may DEALLOCATE it,
+    or all; each time the next call prepares it again, and answers the same."""
     store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
     await store.run(_board_with_tasks(1, agents=1))
 
@@ -677,13 +678,17 @@ async def test_the_read_with_begin_survives_its_statement_being_deallocated(
         raise InvalidInput("refused")
 
     def deallocates(tx: Tx) -> None:
-        tx._exec("DEALLOCATE tenure_agent_and_leases")  # type: ignore[attr-defined]
+        name = postgres_pipe.statement(pgsql.SQL_AGENT_AND_LEASES)[0].decode()
+        tx._exec(f"DEALLOCATE {name}")  # type: ignore[attr-defined]
+
+    def deallocates_all(tx: Tx) -> None:
+        tx._exec("DEALLOCATE ALL")  # type: ignore[attr-defined]
 
     first = await store.run(reads, agent=(BOARD, "a0"))
     assert first is not None and first.id == "a0"
     for _ in range(8):  # psycopg prepares statements of its own after a few runs
         assert await store.run(reads) == first
-    for spoil in (fails, deallocates, fails):
+    for spoil in (fails, deallocates, deallocates_all, fails):
         with contextlib.suppress(InvalidInput):
             await store.run(spoil, agent=(BOARD, "a0"))
         assert await store.run(reads, agent=(BOARD, "a0")) == first
@@ -694,23 +699,27 @@ async def test_writes_sent_with_commit_survive_their_statements_being_deallocate
     stores: list[PostgresStore], dsn: str
 ) -> None:
     """The writes sent with COMMIT are statements the store prepared on the
-    connection. Deallocated by someone else, the next unit that sends them
-    fails as a lost race (nothing of it kept, safe to run again) and the
-    one after that prepares them anew."""
+    connection. Deallocated during a unit, by someone else, they fail it as
+    a lost race (nothing of it kept, safe to run again); the next unit
+    prepares them anew."""
     store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
     await store.run(_board_with_tasks(1, agents=1))
 
-    def seen(at: datetime) -> Callable[[Tx], None]:
-        return lambda tx: tx.mark_seen(BOARD, "a0", at)
+    def seen(at: datetime, *, spoil: bool = False) -> Callable[[Tx], None]:
+        def unit(tx: Tx) -> None:
+            if spoil:
+                tx._exec("DEALLOCATE ALL")  # type: ignore[attr-defined]
+            tx.mark_seen(BOARD, "a0", at)
+
+        return unit
 
     def last_seen(tx: Tx) -> datetime | None:
         agent = tx.get_agent(BOARD, "a0")
         return None if agent is None else agent.last_seen_at
 
     await store.run(seen(T0))
-    await store.run(lambda tx: tx._exec("DEALLOCATE ALL"))  # type: ignore[attr-defined]
     with pytest.raises(TransientFailure):
-        await store.run(seen(T0 + timedelta(seconds=1)))
+        await store.run(seen(T0 + timedelta(seconds=1), spoil=True))
     assert await store.run(last_seen) == T0
     await store.run(seen(T0 + timedelta(seconds=2)))
     assert await store.run(last_seen) == T0 + timedelta(seconds=2)

@@ -43,7 +43,6 @@ because the caller may keep state beside it (the service's `Effects`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import weakref
@@ -59,10 +58,11 @@ from psycopg_pool import ConnectionPool
 from tenure.clock import Clock, SystemClock
 from tenure.core.errors import StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
+from tenure.store import postgres_pipe
 from tenure.store import postgres_sql as pgsql
 from tenure.store.base import TransientFailure as TransientFailure
 from tenure.store.base import Tx
-from tenure.store.postgres_pipe import Prepared
+from tenure.store.postgres_pipe import Prepared, Step
 from tenure.store.postgres_schema import (
     DIALECT,
     connect,
@@ -98,8 +98,8 @@ _SKEW_WARNING_S = 2.0
 #: How long the listener thread blocks before looking at its stop flag.
 _LISTEN_POLL_S = 0.2
 
-_BEGIN_WITH_DB_CLOCK = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT transaction_timestamp()"
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_NOW = "SELECT transaction_timestamp()"
 
 
 class PostgresStore:
@@ -128,11 +128,9 @@ class PostgresStore:
         self._max_size = workers
         self._connect_timeout = connect_timeout
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tenure-pg")
-        # Pooled connections holding `pgsql.AGENT_AND_LEASES`, prepared on
-        # first use. psycopg deallocates every prepared statement of a
-        # connection after a ROLLBACK on it, so a rollback forgets it here.
-        self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         # Which of `postgres_pipe`'s statements each pooled connection holds.
+        # psycopg deallocates every prepared statement of a connection after
+        # a ROLLBACK on it, so a rollback forgets them here.
         self._statements: weakref.WeakKeyDictionary[psycopg.Connection[Any], Prepared] = (
             weakref.WeakKeyDictionary()
         )
@@ -224,61 +222,48 @@ class PostgresStore:
     def _begin(
         self, conn: psycopg.Connection[Any], agent: tuple[str, str] | None = None
     ) -> PostgresTx:
-        begin = _BEGIN if self._clock is not None else _BEGIN_WITH_DB_CLOCK
-        try:
-            if agent is not None:
-                cur = self._begin_reading(conn, begin, agent)
-            else:
-                cur = conn.execute(begin)
-            if self._clock is None:
-                cur.nextset()
-                row = cur.fetchone()
-                assert row is not None
-                now: datetime = row[0]
-            else:
-                now = self._clock.now()
-            found = None
-            if agent is not None:
-                cur.nextset()
-                found = cur.fetchall()
-        except psycopg.Error as exc:
-            raise _translated(exc) from exc
-        shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
+        """BEGIN, with the reads that come with it, in one round trip: the
+        database's clock (unless one was injected), then `agent` and its
+        leases (see `pgsql.SQL_AGENT_AND_LEASES`)."""
         statements = self._statements.get(conn)
         if statements is None:
             statements = self._statements[conn] = Prepared()
+        steps: list[Step] = [(_BEGIN, None)]
+        if self._clock is None:
+            steps.append((_NOW, ()))
+        if agent is not None:
+            steps.append((pgsql.SQL_AGENT_AND_LEASES, agent))
+        try:
+            results = self._begin_steps(conn, statements, steps)
+            if self._clock is None:
+                now: datetime = statements.rows(conn, results[1])[0][0]
+            else:
+                now = self._clock.now()
+            found = statements.rows(conn, results[-1]) if agent is not None else None
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
         tx = PostgresTx(conn, _utc(now), shard, causal=self._clock is None, statements=statements)
         if agent is not None and found is not None:
             tx.prefetched(*agent, found)
         return tx
 
-    def _begin_reading(
-        self, conn: psycopg.Connection[Any], begin: str, agent: tuple[str, str]
-    ) -> psycopg.Cursor[Any]:
-        """BEGIN, then EXECUTE the agent-and-leases read, as one simple query
-        (its values bound here, on the client). The statement is prepared on
-        the connection's first such read, and again after a rollback, which may
-        have deallocated it (psycopg deallocates a connection's prepared
-        statements on ROLLBACK when it holds some of its own)."""
-        read = psycopg.ClientCursor(conn).mogrify(pgsql.SQL_AGENT_AND_LEASES, agent)
-        if conn not in self._prepared:
-            self._prepare_reading(conn)
-        try:
-            return conn.execute(f"{begin}; {read}")
-        except psycopg.errors.InvalidSqlStatementName:
-            # Deallocated by a rollback this store did not make (the pool's).
-            self._rollback(conn)
-            self._prepare_reading(conn)
-            return conn.execute(f"{begin}; {read}")
-
-    def _prepare_reading(self, conn: psycopg.Connection[Any]) -> None:
-        # A rollback may also have left it in place.
-        with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
-            conn.execute(pgsql.SQL_PREPARE_AGENT_AND_LEASES)
-        self._prepared.add(conn)
+    def _begin_steps(
+        self, conn: psycopg.Connection[Any], statements: Prepared, steps: list[Step]
+    ) -> list[pq.abc.PGresult]:
+        """Run BEGIN's steps; once more if a statement of ours was deallocated
+        behind the store's back (`postgres_pipe` then reads them again)."""
+        for last in (False, True):
+            try:
+                return postgres_pipe.execute(conn, statements, steps)
+            except psycopg.Error as exc:
+                # BEGIN may have run: leave the connection idle.
+                self._rollback(conn)
+                if last or not isinstance(exc, psycopg.errors.InvalidSqlStatementName):
+                    raise
+        raise AssertionError("unreachable")
 
     def _rollback(self, conn: psycopg.Connection[Any]) -> None:
-        self._prepared.discard(conn)
         statements = self._statements.get(conn)
         if statements is not None:
             statements.forget()

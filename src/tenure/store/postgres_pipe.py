@@ -31,7 +31,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import abc as pg_abc
 from psycopg import pq
+from psycopg.adapt import Transformer
 
 _NAME_PREFIX = "tenure_w"
 _names: dict[str, tuple[bytes, bytes]] = {}
@@ -96,17 +98,89 @@ def _element(item: Any) -> str:
     return f'"{escaped}"'
 
 
-class Prepared:
-    """Which of our statements one connection holds (None: not known)."""
+#: One statement of a pipeline: its text (psycopg's `%s` placeholders) and
+#: values, prepared under our name; with None for values, a statement sent
+#: as it is, unprepared (BEGIN, COMMIT).
+Step = tuple[str, Sequence[Any] | None]
 
-    __slots__ = ("names",)
+
+class Prepared:
+    """What this module keeps per connection: which of our statements it
+    holds (None: not known), and a row loader bound to it."""
+
+    __slots__ = ("_loader", "names")
 
     def __init__(self) -> None:
         self.names: set[bytes] | None = None
+        self._loader: pg_abc.Transformer | None = None
 
     def forget(self) -> None:
         """Something may have deallocated them: read them again before use."""
         self.names = None
+
+    def rows(self, conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        """The rows of `result`, each value loaded as a psycopg cursor would."""
+        loader = self._loader
+        if loader is None:
+            loader = self._loader = Transformer.from_context(conn)
+        loader.set_pgresult(result)
+        return loader.load_rows(0, result.ntuples, tuple)
+
+
+def execute(
+    conn: psycopg.Connection[Any], prepared: Prepared, steps: Sequence[Step]
+) -> list[pq.abc.PGresult]:
+    """Send `steps` in one round trip; every step's result, in order. Raise
+    psycopg's error for the first that fails (nothing after it ran).
+
+    The connection must be idle (in a transaction or not) and outside
+    psycopg's own pipeline.
+    """
+    # Encoded before anything is sent: a value refused here leaves nothing
+    # queued on the connection.
+    batch = [
+        (None, sql.encode(), None)
+        if values is None
+        else (*statement(sql), [encode(value) for value in values])
+        for sql, values in steps
+    ]
+    if prepared.names is None:
+        held = conn.execute(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE %s", (f"{_NAME_PREFIX}%",)
+        ).fetchall()
+        prepared.names = {str(name).encode() for (name,) in held}
+    names = prepared.names
+    pgconn = conn.pgconn
+    # Which results answer a step (True) rather than a Parse (False).
+    answers: list[bool] = []
+    pgconn.enter_pipeline_mode()
+    try:
+        for name, text, encoded in batch:
+            if name is None:
+                pgconn.send_query_params(text, None)
+            else:
+                if name not in names:
+                    pgconn.send_prepare(name, text)
+                    names.add(name)
+                    answers.append(False)
+                pgconn.send_query_prepared(name, encoded)
+            answers.append(True)
+        pgconn.pipeline_sync()
+        _flush(pgconn)
+        results = _results(pgconn)
+        pgconn.exit_pipeline_mode()
+    except BaseException:
+        # The connection broke, or was left mid-pipeline: it is of no more use.
+        prepared.forget()
+        conn.close()
+        raise
+    failure = _failure(results, len(answers), conn.info.encoding)
+    if failure is not None:
+        # What followed the failure in the pipeline was skipped, its
+        # statements' first Parse included: read the names again next time.
+        prepared.forget()
+        raise failure
+    return [result for result, answer in zip(results, answers, strict=True) if answer]
 
 
 def send(
@@ -116,49 +190,12 @@ def send(
     *,
     commit: bool,
 ) -> None:
-    """Send each run's statement once per parameter set, then COMMIT if asked,
-    in one round trip; raise psycopg's error for the first that fails.
-
-    The connection must be idle in an open transaction and outside psycopg's
-    own pipeline.
-    """
-    # Encoded before anything is sent: a value refused here leaves nothing
-    # queued on the connection.
-    batch = [
-        (*statement(sql), [[encode(value) for value in values] for values in params])
-        for sql, params in runs
-    ]
-    if prepared.names is None:
-        held = conn.execute(
-            "SELECT name FROM pg_prepared_statements WHERE name LIKE %s", (f"{_NAME_PREFIX}%",)
-        ).fetchall()
-        prepared.names = {str(name).encode() for (name,) in held}
-    names = prepared.names
-    pgconn = conn.pgconn
-    pgconn.enter_pipeline_mode()
-    try:
-        for name, text, encoded in batch:
-            if name not in names:
-                pgconn.send_prepare(name, text)
-                names.add(name)
-            for values in encoded:
-                pgconn.send_query_prepared(name, values)
-        if commit:
-            pgconn.send_query_params(b"COMMIT", None)
-        pgconn.pipeline_sync()
-        _flush(pgconn)
-        failure = _results(pgconn, conn.info.encoding)
-        pgconn.exit_pipeline_mode()
-    except BaseException:
-        # The connection broke, or was left mid-pipeline: it is of no more use.
-        prepared.forget()
-        conn.close()
-        raise
-    if failure is not None:
-        # What followed the failure in the pipeline was skipped, its
-        # statements' first Parse included: read the names again next time.
-        prepared.forget()
-        raise failure
+    """Send each run's statement once per set of values, then COMMIT if
+    asked, in one round trip (see `execute`)."""
+    steps: list[Step] = [(sql, values) for sql, each in runs for values in each]
+    if commit:
+        steps.append(("COMMIT", None))
+    execute(conn, prepared, steps)
 
 
 def _flush(pgconn: pq.abc.PGconn) -> None:
@@ -170,9 +207,9 @@ def _flush(pgconn: pq.abc.PGconn) -> None:
             pgconn.consume_input()
 
 
-def _results(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.Error | None:
-    """Read every result up to the pipeline's sync; the first failure, if any."""
-    failure: psycopg.Error | None = None
+def _results(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
+    """Every result up to the pipeline's sync, in order."""
+    results: list[pq.abc.PGresult] = []
     while True:
         while pgconn.is_busy():
             select.select([pgconn.socket], [], [])
@@ -180,12 +217,22 @@ def _results(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.Error | None:
         result = pgconn.get_result()
         if result is None:
             continue  # the end of one statement's results
+        if result.status == ExecStatus.PIPELINE_SYNC:
+            return results
+        results.append(result)
+
+
+def _failure(
+    results: Sequence[pq.abc.PGresult], expected: int, encoding: str
+) -> psycopg.Error | None:
+    """psycopg's error for the first result that is not a success, if any."""
+    for result in results:
         status = result.status
-        if status == ExecStatus.PIPELINE_SYNC:
-            return failure
-        if status == ExecStatus.FATAL_ERROR and failure is None:
-            failure = psycopg.errors.error_from_result(result, encoding=encoding)
-        elif status not in _DONE and status != ExecStatus.PIPELINE_ABORTED and failure is None:
-            failure = psycopg.OperationalError(
-                f"unexpected result in a pipeline: {ExecStatus(status).name}"
-            )
+        if status == ExecStatus.FATAL_ERROR:
+            return psycopg.errors.error_from_result(result, encoding=encoding)
+        if status not in _DONE:
+            name = ExecStatus(status).name
+            return psycopg.OperationalError(f"unexpected result in a pipeline: {name}")
+    if len(results) != expected:
+        return psycopg.OperationalError(f"{len(results)} results in a pipeline of {expected}")
+    return None

@@ -69,21 +69,17 @@ SQL_CLAIM = (
 
 # An agent and its leases (live, and ended since its last call), in ONE
 # statement so both come from one snapshot: the agent's row, then one row per
-# lease (its columns after the agent's; NULL when it holds none). Prepared on
-# each pooled connection at its first use (`SQL_PREPARE_AGENT_AND_LEASES`, so
-# it is planned once) and EXECUTEd with BEGIN when a unit names its agent
-# (`PostgresStore.run(agent=...)`): a call's two reads cost no round trip.
-AGENT_AND_LEASES = "tenure_agent_and_leases"
+# lease (its columns after the agent's; NULL when it holds none). Sent with
+# BEGIN when a unit names its agent (`PostgresStore.run(agent=...)`), in its
+# pipeline: a call's two reads cost no round trip.
 _ENDED_SINCE = "coalesce(a.last_seen_at, a.created_at)"
 _AGENT_COLUMNS = ", ".join(f"a.{name}" for name in rows.AGENT_COLUMNS)
 _LEASE_COLUMNS = ", ".join(f"l.{name}" for name in rows.LEASE_COLUMNS)
-SQL_PREPARE_AGENT_AND_LEASES = (
-    f"PREPARE {AGENT_AND_LEASES} (text, text) AS "
+SQL_AGENT_AND_LEASES = (
     f"SELECT {_AGENT_COLUMNS}, {_LEASE_COLUMNS} FROM agents AS a LEFT JOIN LATERAL ("
     f"SELECT 0 AS part, assigned_at AS at, {LEASES} FROM leases "
     "WHERE board_id = a.board_id AND agent_id = a.id AND ended_at IS NULL "
     f"UNION ALL SELECT 1, ended_at, {LEASES} FROM leases "
     f"WHERE board_id = a.board_id AND agent_id = a.id AND ended_at >= {_ENDED_SINCE}"
-    ") AS l ON true WHERE a.board_id = $1 AND a.id = $2 ORDER BY l.part, l.at, l.task_id"
+    ") AS l ON true WHERE a.board_id = %s AND a.id = %s ORDER BY l.part, l.at, l.task_id"
 )
-SQL_AGENT_AND_LEASES = f"EXECUTE {AGENT_AND_LEASES}(%s, %s)"
