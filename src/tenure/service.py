@@ -39,7 +39,7 @@ from tenure.core.policy import Policy
 from tenure.evidence import check_worktree
 from tenure.inputs import PATH_MAX, text
 from tenure.sinks import NullSink, Sink
-from tenure.store.base import Store, TransientFailure, Tx
+from tenure.store.base import Reads, Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, merge, write
 from tenure.views import LeaseViews, task_view
 
@@ -80,26 +80,38 @@ class Coordinator:
 
     # ------------------------------------------------------------------ running
     async def run(
-        self, unit: Callable[[Tx, Effects], T], *, quick: bool = False, caller: Caller | None = None
+        self,
+        unit: Callable[[Tx, Effects], T],
+        *,
+        quick: bool = False,
+        caller: Caller | None = None,
+        task_id: str | None = None,
+        claim: bool = False,
     ) -> T:
         """Run `unit` in a transaction, retrying lost version races; then publish.
 
         `quick`: an agent's call, a few indexed statements (see `Store.run`).
         `caller`: the agent whose call this is, when `unit` starts by reading
-        it and its leases (`_agent`, then `Held.read`): the store may read
-        them with BEGIN.
+        it and its leases (`_agent`, then `Held.read`); then, with `task_id`,
+        that task of its board (`_task`), or with `claim`, the first claim
+        candidate (`pick`). The store may read all of them with BEGIN.
 
         A refusal that recorded something (a late note) is raised here, after
         its record committed.
         """
-        agent = None
+        reads = None
         if caller is not None and caller.is_agent and caller.board_id and caller.agent_id:
-            agent = (caller.board_id, caller.agent_id)
+            reads = Reads(
+                caller.board_id,
+                caller.agent_id,
+                task_id=task_id,
+                claim_below=self.options.max_tasks_per_agent if claim else None,
+            )
         for _attempt in range(RACE_RETRIES):
             effects = Effects()
             try:
                 result = await self.store.run(
-                    partial(_with_effects, unit, effects), quick=quick, agent=agent
+                    partial(_with_effects, unit, effects), quick=quick, reads=reads
                 )
             except (RaceLost, TransientFailure):
                 # Nothing of the attempt was kept: read again and decide again.
@@ -279,6 +291,14 @@ class Coordinator:
 
         return unit
 
+    async def _run_act(
+        self, caller: Caller, task_id: str, decide: Callable[[Tx, Subject, Agent], Change]
+    ) -> dict[str, Any]:
+        """Run `_act`'s unit for an agent's call (its agent, leases and task
+        may be read with BEGIN)."""
+        unit = self._act(caller, task_id, decide)
+        return await self.run(unit, quick=True, caller=caller, task_id=task_id)
+
     # -------------------------------------------------------------- agent calls
     async def touch(self, caller: Caller) -> dict[str, Any]:
         """Any authenticated call of an agent that is not about a task: touch its
@@ -319,7 +339,7 @@ class Coordinator:
                 return self._nothing(tx, agent, reason, held, book)
             return self._grant(tx, effects, agent, task, book)
 
-        return await self.run(unit, quick=True, caller=caller)
+        return await self.run(unit, quick=True, caller=caller, claim=True)
 
     async def assign(
         self, caller: Caller, board_id: str, task_id: str, agent_id: str
@@ -379,16 +399,10 @@ class Coordinator:
 
     async def report_progress(self, caller: Caller, task_id: str, report: Report) -> dict[str, Any]:
         """A progress report (in_progress, completed or blocked) by an agent."""
-        return await self.run(
-            self._act(
-                caller,
-                task_id,
-                lambda tx, subject, agent: rules.report(
-                    subject, agent.id, report, tx.now, self.policy
-                ),
-            ),
-            quick=True,
-            caller=caller,
+        return await self._run_act(
+            caller,
+            task_id,
+            lambda tx, subject, agent: rules.report(subject, agent.id, report, tx.now, self.policy),
         )
 
     async def heartbeat(
@@ -418,37 +432,29 @@ class Coordinator:
                 return merge(change, rules.extend_for_conflict(lease, tx.now, self.policy))
             return change
 
-        return await self.run(self._act(caller, task_id, decide), quick=True, caller=caller)
+        return await self._run_act(caller, task_id, decide)
 
     async def report_blocker(
         self, caller: Caller, task_id: str, description: str, severity: str = "medium"
     ) -> dict[str, Any]:
         """The holder cannot go on: the lease ends and the task is `blocked`."""
         reason = f"[{severity}] {description}" if severity else description
-        return await self.run(
-            self._act(
-                caller,
-                task_id,
-                lambda tx, subject, agent: rules.block(
-                    subject, agent.id, tx.now, self.policy, reason=reason
-                ),
+        return await self._run_act(
+            caller,
+            task_id,
+            lambda tx, subject, agent: rules.block(
+                subject, agent.id, tx.now, self.policy, reason=reason
             ),
-            quick=True,
-            caller=caller,
         )
 
     async def release_task(self, caller: Caller, task_id: str, message: str = "") -> dict[str, Any]:
         """The holder gives the task back to the board, with a handoff."""
-        return await self.run(
-            self._act(
-                caller,
-                task_id,
-                lambda tx, subject, agent: rules.release(
-                    subject, agent.id, tx.now, self.policy, message=message
-                ),
+        return await self._run_act(
+            caller,
+            task_id,
+            lambda tx, subject, agent: rules.release(
+                subject, agent.id, tx.now, self.policy, message=message
             ),
-            quick=True,
-            caller=caller,
         )
 
     async def validation_result(
@@ -462,16 +468,12 @@ class Coordinator:
     ) -> dict[str, Any]:
         """The result of a validation window: by the holder, or by an admin/checker."""
         if caller.is_agent:
-            return await self.run(
-                self._act(
-                    caller,
-                    task_id,
-                    lambda tx, subject, agent: rules.validation_result(
-                        subject, tx.now, self.policy, passed=passed, note=note, by_holder=True
-                    ),
+            return await self._run_act(
+                caller,
+                task_id,
+                lambda tx, subject, agent: rules.validation_result(
+                    subject, tx.now, self.policy, passed=passed, note=note, by_holder=True
                 ),
-                quick=True,
-                caller=caller,
             )
         if not caller.is_admin or board_id is None:
             raise Forbidden("a validation result comes from the holder or an admin")

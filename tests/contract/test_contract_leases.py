@@ -11,6 +11,7 @@ from contract_records import BOARD, agent, at, board, full_lease, full_task, lea
 
 from tenure.core.errors import Conflict, NotFound, StoreUnavailable
 from tenure.core.model import Comment, EndReason, Event, EventType, LeaseFlag, TaskStatus
+from tenure.store.base import ClaimFilter, Reads
 
 
 async def _with_tasks(store: Any, *task_ids: str) -> None:
@@ -347,7 +348,7 @@ async def test_a_closed_store_is_unavailable(store: Any) -> None:
 
 
 async def test_a_unit_that_names_its_agent_reads_the_same_agent_and_leases(store: Any) -> None:
-    """`run(agent=...)`: the agent and its leases (PostgreSQL reads them with
+    """`run(reads=Reads(board, agent))`: the agent and its leases (PostgreSQL reads them with
     BEGIN) are what plain reads give, once; after a write of a lease or of the
     agent, or for another agent or moment, the store is asked again."""
     seen = at(15)
@@ -372,7 +373,7 @@ async def test_a_unit_that_names_its_agent_reads_the_same_agent_and_leases(store
         return [me, held, again, other, earlier]
 
     plain = await store.run(reads)
-    hinted = await store.run(reads, agent=(BOARD, "a1"))
+    hinted = await store.run(reads, reads=Reads(BOARD, "a1"))
     assert hinted == plain
     me, held, again, _, earlier = hinted
     assert me.last_seen_at == seen and again == (me, held)
@@ -386,10 +387,73 @@ async def test_a_unit_that_names_its_agent_reads_the_same_agent_and_leases(store
         tx.update_agent(replace(me, worktree="/elsewhere"))
         return tx.get_agent(BOARD, "a1"), tx.leases_of_agent(BOARD, "a1", me.last_seen_at)
 
-    after, (live, _) = await store.run(write_then_read, agent=(BOARD, "a1"))
+    after, (live, _) = await store.run(write_then_read, reads=Reads(BOARD, "a1"))
     assert after.worktree == "/elsewhere" and [x.progress for x in live] == [40]
-    nobody = await store.run(lambda tx: tx.get_agent(BOARD, "ghost"), agent=(BOARD, "ghost"))
+    nobody = await store.run(lambda tx: tx.get_agent(BOARD, "ghost"), reads=Reads(BOARD, "ghost"))
     assert nobody is None
+
+
+async def test_a_unit_that_names_its_task_or_claim_reads_what_plain_reads_give(
+    store: Any,
+) -> None:
+    """`Reads(task_id=...)` and `Reads(claim_below=...)` (PostgreSQL reads the
+    task, or the first claim candidate, with BEGIN): the unit's reads answer
+    as plain reads do, once; after a write of a task they read again; and an
+    agent holding too many leases for the claim read still finds the task."""
+    await store.run(
+        seed(
+            board(),
+            agent("a1"),
+            agent("a2"),
+            task("t1", created_at=at(1)),
+            task("t2", created_at=at(2)),
+            task("t3", status=TaskStatus.IN_PROGRESS),
+            lease("t3", "a2"),
+        )
+    )
+
+    def acts(tx: Any) -> list[Any]:
+        first = tx.get_task(BOARD, "t1", for_update=True)
+        again = tx.get_task(BOARD, "t1", for_update=True)
+        ghost = tx.get_task(BOARD, "ghost", for_update=True)
+        tx.update_task(replace(first, title="renamed"))
+        return [first, again, ghost, tx.get_task(BOARD, "t1")]
+
+    plain = await store.run(acts)
+    for target in ("t1", "ghost"):
+        await store.run(lambda tx: tx.update_task(replace(plain[0], title="Task t1")))
+        hinted = await store.run(acts, reads=Reads(BOARD, "a1", task_id=target))
+        assert hinted == plain
+    assert plain[2] is None and plain[3].title == "renamed"
+
+    def claims(tx: Any) -> list[list[str]]:
+        one = ClaimFilter(BOARD, limit=1)
+        first = [t.id for t in tx.claim_candidates(one)]
+        again = [t.id for t in tx.claim_candidates(one)]
+        page = [t.id for t in tx.claim_candidates(ClaimFilter(BOARD, limit=8))]
+        taken = tx.get_task(BOARD, first[0], for_update=True)
+        tx.update_task(replace(taken, status=TaskStatus.IN_PROGRESS))
+        after = [t.id for t in tx.claim_candidates(one)]
+        tx.update_task(taken)  # back to todo: the next run claims the same
+        return [first, again, page, after]
+
+    plain_claims = await store.run(claims)
+    assert plain_claims == [["t1"], ["t1"], ["t1", "t2"], ["t2"]]
+    for agent_id, below in (("a1", 1), ("a2", 1), ("a2", 2)):
+        hinted = await store.run(claims, reads=Reads(BOARD, agent_id, claim_below=below))
+        assert hinted == plain_claims, (agent_id, below)
+
+    def writes_first(tx: Any) -> tuple[str, list[str]]:
+        # A task written before the unit reads it: BEGIN's reads are stale.
+        t1 = task("t1", created_at=at(1))
+        tx.update_task(replace(t1, status=TaskStatus.IN_PROGRESS, title="written"))
+        got = tx.get_task(BOARD, "t1", for_update=True)
+        waiting = [t.id for t in tx.claim_candidates(ClaimFilter(BOARD, limit=1))]
+        tx.update_task(t1)
+        return got.title, waiting
+
+    for reads in (Reads(BOARD, "a1", task_id="t1"), Reads(BOARD, "a1", claim_below=1)):
+        assert await store.run(writes_first, reads=reads) == ("written", ["t2"])
 
 
 async def test_a_large_batch_written_together_lands_whole_or_not_at_all(store: Any) -> None:

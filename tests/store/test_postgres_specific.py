@@ -43,7 +43,7 @@ from tenure.core.model import (
 )
 from tenure.store import migrate, postgres_pipe
 from tenure.store import postgres_sql as pgsql
-from tenure.store.base import Tx
+from tenure.store.base import ClaimFilter, Reads, Tx
 from tenure.store.postgres import (
     PostgresStore,
     TransientFailure,
@@ -654,24 +654,66 @@ async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
         live, _ = tx.leases_of_agent(BOARD, "a0", me.last_seen_at or me.created_at)
         return me, live
 
-    me, live = await store.run(unit, agent=(BOARD, "a0"))
+    me, live = await store.run(unit, reads=Reads(BOARD, "a0"))
     assert sent == [] and me is not None and [x.task_id for x in live] == ["t000"]
     plain = await store.run(unit)
     assert len(sent) == 2 and plain == (me, live)
 
 
+async def test_a_units_task_or_first_claim_candidate_comes_with_begin(
+    stores: list[PostgresStore], dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An act's task, or a claim's first candidate, is read (and locked) with
+    BEGIN's round trip: the unit's own read of it sends no statement. A claim
+    by an agent holding `claim_below` live leases or more reads nothing with
+    BEGIN and asks the database as before; so does a read of another task."""
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(2, agents=1))
+    from tenure.store.postgres_tx import PostgresTx
+
+    sent: list[str] = []
+    real = PostgresTx._exec
+
+    def counting(self: PostgresTx, sql: str, params: Any = ()) -> Any:
+        sent.append(sql)
+        return real(self, sql, params)
+
+    monkeypatch.setattr(PostgresTx, "_exec", counting)
+
+    def first(tx: Tx) -> list[str]:
+        return [t.id for t in tx.claim_candidates(ClaimFilter(BOARD, limit=1))]
+
+    def act(tx: Tx) -> str | None:
+        task = tx.get_task(BOARD, "t001", for_update=True)
+        return None if task is None else task.id
+
+    assert await store.run(first, reads=Reads(BOARD, "a0", claim_below=1)) == ["t000"]
+    assert await store.run(act, reads=Reads(BOARD, "a0", task_id="t001")) == "t001"
+    assert sent == []
+    assert await store.run(act, reads=Reads(BOARD, "a0", task_id="t000")) == "t001"
+    assert len(sent) == 1
+    await store.run(lambda tx: tx.insert_lease(_lease("t000", tx.now, timedelta(seconds=60))))
+    sent.clear()
+    # a0 now holds one live lease: with claim_below=1 BEGIN reads no candidate.
+    assert await store.run(first, reads=Reads(BOARD, "a0", claim_below=1)) == ["t000"]
+    assert len(sent) == 1
+    assert await store.run(first, reads=Reads(BOARD, "a0", claim_below=2)) == ["t000"]
+    assert len(sent) == 1
+
+
 async def test_the_read_with_begin_survives_its_statement_being_deallocated(
     stores: list[PostgresStore], dsn: str
 ) -> None:
-    """The read sent with BEGIN is a statement the store prepared: a rollback
-    may deallocate it (psycopg does, with all of a connection's statements,
-    when it holds some of its own) or leave it, and anyone may DEALLOCATE it,
-    or all; each time the next call prepares it again, and answers the same."""
+    """The reads sent with BEGIN are statements the store prepared: a
+    rollback may deallocate them (psycopg does, with all of a connection's
+    statements, when it holds some of its own) or leave them, and anyone may
+    DEALLOCATE one, or all; each time the next call prepares them again, and
+    answers the same."""
     store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
     await store.run(_board_with_tasks(1, agents=1))
 
-    def reads(tx: Tx) -> Agent | None:
-        return tx.get_agent(BOARD, "a0")
+    def reads(tx: Tx) -> tuple[Agent | None, Task | None]:
+        return tx.get_agent(BOARD, "a0"), tx.get_task(BOARD, "t000", for_update=True)
 
     def fails(tx: Tx) -> None:
         tx.get_agent(BOARD, "a0")
@@ -684,15 +726,21 @@ async def test_the_read_with_begin_survives_its_statement_being_deallocated(
     def deallocates_all(tx: Tx) -> None:
         tx._exec("DEALLOCATE ALL")  # type: ignore[attr-defined]
 
-    first = await store.run(reads, agent=(BOARD, "a0"))
-    assert first is not None and first.id == "a0"
+    def deallocates_task_read(tx: Tx) -> None:
+        name = postgres_pipe.statement(pgsql.SQL_TASK_LOCKED)[0].decode()
+        tx._exec(f"DEALLOCATE {name}")  # type: ignore[attr-defined]
+
+    hint = Reads(BOARD, "a0", task_id="t000")
+    first = await store.run(reads, reads=hint)
+    assert first[0] is not None and first[0].id == "a0"
+    assert first[1] is not None and first[1].id == "t000"
     for _ in range(8):  # psycopg prepares statements of its own after a few runs
         assert await store.run(reads) == first
-    for spoil in (fails, deallocates, deallocates_all, fails):
+    for spoil in (fails, deallocates, deallocates_task_read, deallocates_all, fails):
         with contextlib.suppress(InvalidInput):
-            await store.run(spoil, agent=(BOARD, "a0"))
-        assert await store.run(reads, agent=(BOARD, "a0")) == first
-        assert await store.run(reads, agent=(BOARD, "a0")) == first
+            await store.run(spoil, reads=hint)
+        assert await store.run(reads, reads=hint) == first
+        assert await store.run(reads, reads=hint) == first
 
 
 async def test_writes_sent_with_commit_survive_their_statements_being_deallocated(

@@ -44,6 +44,28 @@ class TransientFailure(Conflict):
 
 
 @dataclass(frozen=True, slots=True)
+class Reads:
+    """What a unit of work reads first, so that a store may read it with BEGIN.
+
+    An agent's call starts by reading the agent (`get_agent`), then its
+    leases (`leases_of_agent` since its last call); then, for an act on a
+    task, that task locked (`get_task(for_update=True)`); for a claim, the
+    first claim candidate (`claim_candidates` with limit 1). PostgreSQL sends
+    these reads with BEGIN, in one round trip; each result answers the unit's
+    first read that asks for exactly it. SQLite reads rows in process and
+    ignores this.
+    """
+
+    board_id: str
+    agent_id: str
+    #: A task of the board the unit reads next, locked.
+    task_id: str | None = None
+    #: Read the first claim candidate, locked, when the agent holds fewer
+    #: live leases than this (a claim it may make); None: do not.
+    claim_below: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """A hook delivery waiting in the outbox."""
 
@@ -246,17 +268,15 @@ class Store(Protocol):
     dialect: str
 
     async def run(
-        self, fn: Callable[[Tx], T], *, quick: bool = False, agent: tuple[str, str] | None = None
+        self, fn: Callable[[Tx], T], *, quick: bool = False, reads: Reads | None = None
     ) -> T:
         """Run `fn` in one transaction; commit if it returns, roll back if it raises.
 
         `quick` says `fn` is a few statements on indexed rows (an agent's
         call): SQLite may then run it on the calling thread when its writer
-        is idle, sparing two thread hops. `agent` (board id, agent id) says
-        `fn` first reads that agent (`get_agent`), then its leases
-        (`leases_of_agent` since its last call): PostgreSQL reads both with
-        BEGIN, sparing two round trips. A database that cannot be reached
-        raises `StoreUnavailable`.
+        is idle, sparing two thread hops. `reads` says what `fn` reads first
+        (see `Reads`): PostgreSQL reads it with BEGIN, sparing round trips.
+        A database that cannot be reached raises `StoreUnavailable`.
         """
 
     async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:

@@ -60,8 +60,8 @@ from tenure.core.errors import StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
 from tenure.store import postgres_pipe
 from tenure.store import postgres_sql as pgsql
+from tenure.store.base import Reads, Tx
 from tenure.store.base import TransientFailure as TransientFailure
-from tenure.store.base import Tx
 from tenure.store.postgres_pipe import Prepared, Step
 from tenure.store.postgres_schema import (
     DIALECT,
@@ -153,14 +153,14 @@ class PostgresStore:
     # units of work ---------------------------------------------------------
 
     async def run(
-        self, fn: Callable[[Tx], T], *, quick: bool = False, agent: tuple[str, str] | None = None
+        self, fn: Callable[[Tx], T], *, quick: bool = False, reads: Reads | None = None
     ) -> T:
         """Run `fn` in one transaction on a worker thread; commit unless it raises.
 
-        `agent` (board, agent id): `fn` reads that agent, then its leases,
-        first; they are read with BEGIN, in its round trip.
+        `reads`: what `fn` reads first (an agent, its leases, a task or the
+        first claim candidate), read with BEGIN, in its round trip.
         """
-        return await self._submit(self._run_sync, fn, agent)
+        return await self._submit(self._run_sync, fn, reads)
 
     async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
         """Run a read-only `fn` in one transaction.
@@ -176,11 +176,11 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call, *args)
 
-    def _run_sync(self, fn: Callable[[Tx], T], agent: tuple[str, str] | None = None) -> T:
+    def _run_sync(self, fn: Callable[[Tx], T], reads: Reads | None = None) -> T:
         stale = 0
         while True:
             try:
-                return self._attempt(fn, agent)
+                return self._attempt(fn, reads)
             except _StaleConnection as exc:
                 # A pooled connection died while idle (a server restart, a
                 # terminated backend). Nothing of `fn` ran: try another one;
@@ -189,11 +189,11 @@ class PostgresStore:
                 if stale > self._max_size:
                     raise exc.error from exc
 
-    def _attempt(self, fn: Callable[[Tx], T], agent: tuple[str, str] | None) -> T:
+    def _attempt(self, fn: Callable[[Tx], T], reads: Reads | None) -> T:
         conn = self._getconn()
         try:
             try:
-                tx = self._begin(conn, agent)
+                tx = self._begin(conn, reads)
             except StoreUnavailable as err:
                 if conn.broken or conn.closed:
                     raise _StaleConnection(err) from err
@@ -219,33 +219,33 @@ class PostgresStore:
             ) from exc
         return conn
 
-    def _begin(
-        self, conn: psycopg.Connection[Any], agent: tuple[str, str] | None = None
-    ) -> PostgresTx:
+    def _begin(self, conn: psycopg.Connection[Any], reads: Reads | None = None) -> PostgresTx:
         """BEGIN, with the reads that come with it, in one round trip: the
-        database's clock (unless one was injected), then `agent` and its
-        leases (see `pgsql.SQL_AGENT_AND_LEASES`)."""
+        database's clock (unless one was injected), then what `reads` names
+        (`pgsql.SQL_AGENT_AND_LEASES`, then `SQL_TASK_LOCKED` or
+        `SQL_FIRST_CANDIDATE`)."""
         statements = self._statements.get(conn)
         if statements is None:
             statements = self._statements[conn] = Prepared()
         steps: list[Step] = [(_BEGIN, None)]
         if self._clock is None:
             steps.append((_NOW, ()))
-        if agent is not None:
-            steps.append((pgsql.SQL_AGENT_AND_LEASES, agent))
+        clock_steps = len(steps)
+        if reads is not None:
+            steps.extend(_read_steps(reads))
         try:
             results = self._begin_steps(conn, statements, steps)
             if self._clock is None:
                 now: datetime = statements.rows(conn, results[1])[0][0]
             else:
                 now = self._clock.now()
-            found = statements.rows(conn, results[-1]) if agent is not None else None
+            found = [statements.rows(conn, result) for result in results[clock_steps:]]
         except psycopg.Error as exc:
             raise _translated(exc) from exc
         shard = (conn.info.backend_pid or 0) % COUNTER_SHARDS
         tx = PostgresTx(conn, _utc(now), shard, causal=self._clock is None, statements=statements)
-        if agent is not None and found is not None:
-            tx.prefetched(*agent, found)
+        if reads is not None:
+            tx.prefetched(reads, *found)
         return tx
 
     def _begin_steps(
@@ -461,6 +461,17 @@ class _StaleConnection(Exception):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _read_steps(reads: Reads) -> list[Step]:
+    """The statements that read what `reads` names, in the order a unit reads it."""
+    board, agent = reads.board_id, reads.agent_id
+    steps: list[Step] = [(pgsql.SQL_AGENT_AND_LEASES, (board, agent))]
+    if reads.task_id is not None:
+        steps.append((pgsql.SQL_TASK_LOCKED, (board, reads.task_id)))
+    elif reads.claim_below is not None:
+        steps.append((pgsql.SQL_FIRST_CANDIDATE, (board, reads.claim_below, board, agent)))
+    return steps
 
 
 def _translated(exc: psycopg.Error) -> TenureError:

@@ -70,7 +70,7 @@ SQL_CLAIM = (
 # An agent and its leases (live, and ended since its last call), in ONE
 # statement so both come from one snapshot: the agent's row, then one row per
 # lease (its columns after the agent's; NULL when it holds none). Sent with
-# BEGIN when a unit names its agent (`PostgresStore.run(agent=...)`), in its
+# BEGIN when a unit names its agent (`tenure.store.base.Reads`), in its
 # pipeline: a call's two reads cost no round trip.
 _ENDED_SINCE = "coalesce(a.last_seen_at, a.created_at)"
 _AGENT_COLUMNS = ", ".join(f"a.{name}" for name in rows.AGENT_COLUMNS)
@@ -82,4 +82,16 @@ SQL_AGENT_AND_LEASES = (
     f"UNION ALL SELECT 1, ended_at, {LEASES} FROM leases "
     f"WHERE board_id = a.board_id AND agent_id = a.id AND ended_at >= {_ENDED_SINCE}"
     ") AS l ON true WHERE a.board_id = %s AND a.id = %s ORDER BY l.part, l.at, l.task_id"
+)
+
+# What an agent's call reads after its agent and leases, sent with BEGIN like
+# them (`tenure.store.base.Reads`): the task it acts on, locked; or, for a
+# claim, the first candidate in claim order, locked, read only while the
+# agent holds fewer live leases than the third value. An empty answer is
+# therefore no proof that nothing is waiting; the claim then reads again.
+SQL_TASK_LOCKED = f"SELECT {TASKS} FROM tasks WHERE board_id = %s AND id = %s FOR UPDATE"
+SQL_FIRST_CANDIDATE = (
+    f"SELECT {TASKS} FROM tasks WHERE board_id = %s AND status = 'todo' AND %s::bigint > ("
+    "SELECT count(*) FROM leases WHERE board_id = %s AND agent_id = %s AND ended_at IS NULL"
+    f") ORDER BY {CLAIM_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED"
 )

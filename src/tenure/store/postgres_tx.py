@@ -36,7 +36,7 @@ from tenure.core.errors import Conflict, NotFound, TenureError
 from tenure.core.model import Agent, Board, Event, Lease, Task, TaskStatus
 from tenure.store import postgres_pipe, rows
 from tenure.store import postgres_sql as pgsql
-from tenure.store.base import ClaimFilter
+from tenure.store.base import ClaimFilter, Reads
 from tenure.store.postgres_errors import EXPECTED_ONE_ROW, ROW_MISSING, translate
 from tenure.store.postgres_log import (
     COUNTER_SHARDS,
@@ -112,10 +112,13 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         # checked on the server; a read first sends them (`_writes_kept`).
         self._together = False
         self._writes_kept = False
-        # An agent and its leases read with BEGIN (see `prefetched`), each
-        # handed out once, to the first read that asks for exactly them.
+        # An agent, its leases, and a task or the first claim candidate, read
+        # with BEGIN (see `prefetched`), each handed out once, to the first
+        # read that asks for exactly it.
         self._agent_read: tuple[tuple[str, str], Agent | None] | None = None
         self._leases_read: tuple[tuple[str, str, datetime], list[Lease]] | None = None
+        self._task_read: tuple[tuple[str, str], Task | None] | None = None
+        self._candidate_read: tuple[str, Task] | None = None
         #: The first statement failure (the PostgreSQL transaction is aborted).
         self.failure: TenureError | None = None
         #: The highest event id appended (0: none).
@@ -161,11 +164,27 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         self._saw(task.updated_at)
         return task
 
-    def prefetched(self, board_id: str, agent_id: str, found: list[tuple[Any, ...]]) -> None:
-        """Take the rows of `pgsql.SQL_AGENT_AND_LEASES`, read with BEGIN: the
-        unit's first `get_agent` of that agent, and its first `leases_of_agent`
-        since that agent's last call, are answered from them."""
-        key = (board_id, agent_id)
+    def prefetched(
+        self,
+        reads: Reads,
+        found: list[tuple[Any, ...]],
+        then: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Take the rows read with BEGIN for `reads`: `found` from
+        `pgsql.SQL_AGENT_AND_LEASES`, `then` from its task or claim read.
+
+        The unit's first `get_agent` of that agent, its first `leases_of_agent`
+        since that agent's last call, its first `get_task` of that task, and
+        its first one-candidate `claim_candidates` on that board are answered
+        from them. An empty claim read answers nothing: it may only mean that
+        the agent held too many leases for it to run.
+        """
+        key = (reads.board_id, reads.agent_id)
+        if reads.task_id is not None and then is not None:
+            task = self._task(then[0]) if then else None
+            self._task_read = ((reads.board_id, reads.task_id), task)
+        elif reads.claim_below is not None and then:
+            self._candidate_read = (reads.board_id, self._task(then[0]))
         if not found:
             self._agent_read = (key, None)
             return
@@ -178,6 +197,10 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def _forget_reads(self) -> None:
         """A write of an agent or a lease: what BEGIN read of them may be stale."""
         self._agent_read = self._leases_read = None
+
+    def _forget_task_reads(self) -> None:
+        """A write of a task: what BEGIN read of tasks may be stale."""
+        self._task_read = self._candidate_read = None
 
     def _lease(self, row: Sequence[Any]) -> Lease:
         lease = rows.lease_from_row(row)
@@ -395,6 +418,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def insert_task(self, task: Task) -> None:
         """Add a task; `Conflict` if (board, id) exists, `NotFound` without the board."""
+        self._forget_task_reads()
         values = rows.task_to_row(task, rows.keep_time)
         cur = self._exec(pgsql.SQL_INSERT_TASK, (*values, task.board_id))
         if cur.rowcount == 0:
@@ -404,6 +428,7 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def update_task(self, task: Task) -> None:
         """Write every field of `task`."""
+        self._forget_task_reads()
         values = rows.task_to_row(task, rows.keep_time)
         params = (*values[2:], task.board_id, task.id)
         what = f"task {task.id!r} of board {task.board_id!r}"
@@ -415,6 +440,11 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         """One task; `for_update` locks its row until the transaction ends."""
+        if self._task_read is not None and self._task_read[0] == (board_id, task_id):
+            # Read (and locked) with BEGIN.
+            task = self._task_read[1]
+            self._task_read = None
+            return task
         lock = " FOR UPDATE" if for_update else ""
         row = self._one(
             f"SELECT {pgsql.TASKS} FROM tasks WHERE board_id = %s AND id = %s{lock}",
@@ -448,11 +478,17 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         return [self._task(row) for row in self._all(sql, params)]
 
     def delete_task(self, board_id: str, task_id: str) -> bool:
+        self._forget_task_reads()
         cur = self._exec("DELETE FROM tasks WHERE board_id = %s AND id = %s", (board_id, task_id))
         return cur.rowcount > 0
 
     def claim_candidates(self, flt: ClaimFilter) -> list[Task]:
         """`todo` tasks in claim order, locked; rows other claimers hold are skipped."""
+        first = self._candidate_read
+        if first is not None and flt.limit == 1 and first[0] == flt.board_id:
+            # Read (and locked) with BEGIN.
+            self._candidate_read = None
+            return [first[1]]
         found = self._all(pgsql.SQL_CLAIM, (flt.board_id, flt.limit))
         return [self._task(row) for row in found]
 

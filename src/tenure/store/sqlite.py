@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tenure.clock import Clock, SystemClock
 from tenure.core.errors import StoreUnavailable
 from tenure.core.model import StoredEvent
+from tenure.store.base import Reads
 from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
 from tenure.store.sqlite_group import (
     GROUP_MAX,
@@ -253,11 +254,11 @@ class SqliteStore:
         fn: Callable[[SqliteTx], T],
         *,
         quick: bool = False,
-        agent: tuple[str, str] | None = None,
+        reads: Reads | None = None,
     ) -> T:
         """Run `fn` in one write transaction on the writer connection.
 
-        `agent` is ignored: reading a row costs no round trip here.
+        `reads` is ignored: reading a row costs no round trip here.
 
         Units are committed in groups (`tenure.store.sqlite_group`): one
         COMMIT serves every unit that came in together, and each caller's
