@@ -1,19 +1,21 @@
-"""A unit's kept-back writes and its COMMIT, sent through libpq's pipeline directly.
+"""An agent call's hot statements, sent through libpq's pipeline directly.
 
-`PostgresTx` keeps the writes nothing waits for (events, counters, last-seen
-marks, and under `write_together` the checked task and lease writes) until
-the end of a unit, then sends them with COMMIT in one round trip. Through a
-psycopg cursor each of them cost some 30 us of Python (binding, psycopg's
-prepared-statement cache, result bookkeeping): about a third of an agent
-call's CPU on the client, the resource eight concurrent agents run out of.
-These statements are few, their text fixed, their values plain, and nothing
-reads their rows, so this module hands them to libpq itself:
+A unit of work on PostgreSQL makes two round trips when it can: BEGIN with
+the reads it names (the database's clock, its agent and leases, the task it
+acts on), then the writes nothing waited for with COMMIT. Through psycopg's
+cursor each statement cost some 30 us of Python (binding, psycopg's
+prepared-statement cache, result bookkeeping), about half of an agent call's
+CPU on the client: the resource eight concurrent agents run out of. These
+statements are few, their text fixed and their values plain, so this module
+hands them to libpq itself (`execute`):
 
-- each statement is prepared once per connection, under a name of ours
-  (`tenure_w<n>`), by a Parse message in the same pipeline as its first use;
+- each is prepared once per connection, under a name of ours (`tenure_w_`
+  and a digest of its text), by a Parse message in the same pipeline as its
+  first use;
 - its values go as text (`encode`), typed by the server from the statement;
-- every result is read, and the first failure is raised as psycopg's own
-  error for it, so the store translates it exactly as before.
+- every result is read; the first failure is raised as psycopg's own error
+  for it, so the store translates it exactly as before; rows are loaded by
+  psycopg's own loaders (`Prepared.rows`), so they are what a cursor gives.
 
 Which of our statements a connection holds is remembered (`Prepared`), and
 read again from `pg_prepared_statements` after anything that may have
@@ -24,6 +26,7 @@ the GIL, never in a blocking libpq call.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import select
 from collections.abc import Sequence
@@ -35,7 +38,7 @@ from psycopg import abc as pg_abc
 from psycopg import pq
 from psycopg.adapt import Transformer
 
-_NAME_PREFIX = "tenure_w"
+_NAME_PREFIX = "tenure_w_"
 _names: dict[str, tuple[bytes, bytes]] = {}
 _PLACEHOLDER = re.compile(r"%[s%]")
 
@@ -46,8 +49,9 @@ _DONE = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
 def statement(sql: str) -> tuple[bytes, bytes]:
     """`sql` (psycopg's `%s` placeholders) as (our name for it, libpq's `$n` text).
 
-    Names are given in order of first use and are the same on every
-    connection of the process.
+    The name is a digest of the text, so it is the same on every connection
+    and in every process, and worker threads naming new statements at once
+    can never hand one name to two texts.
     """
     found = _names.get(sql)
     if found is None:
@@ -60,7 +64,8 @@ def statement(sql: str) -> tuple[bytes, bytes]:
             count += 1
             return f"${count}"
 
-        found = (f"{_NAME_PREFIX}{len(_names)}".encode(), _PLACEHOLDER.sub(number, sql).encode())
+        digest = hashlib.blake2b(sql.encode(), digest_size=10).hexdigest()
+        found = (f"{_NAME_PREFIX}{digest}".encode(), _PLACEHOLDER.sub(number, sql).encode())
         _names[sql] = found
     return found
 
@@ -146,7 +151,7 @@ def execute(
     ]
     if prepared.names is None:
         held = conn.execute(
-            "SELECT name FROM pg_prepared_statements WHERE name LIKE %s", (f"{_NAME_PREFIX}%",)
+            "SELECT name FROM pg_prepared_statements WHERE starts_with(name, %s)", (_NAME_PREFIX,)
         ).fetchall()
         prepared.names = {str(name).encode() for (name,) in held}
     names = prepared.names
