@@ -33,7 +33,7 @@ from tenure.core.errors import (
     TenureError,
     Unauthorized,
 )
-from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id
+from tenure.core.model import ID_PATTERN, Agent, Lease, Task, TaskStatus, check_id
 from tenure.core.model import Counter as ModelCounter
 from tenure.core.policy import Policy
 from tenure.evidence import check_worktree
@@ -295,9 +295,12 @@ class Coordinator:
         self, caller: Caller, task_id: str, decide: Callable[[Tx, Subject, Agent], Change]
     ) -> dict[str, Any]:
         """Run `_act`'s unit for an agent's call (its agent, leases and task
-        may be read with BEGIN)."""
+        may be read with BEGIN; a malformed task id is left to the unit to
+        refuse, in its usual order)."""
         unit = self._act(caller, task_id, decide)
-        return await self.run(unit, quick=True, caller=caller, task_id=task_id)
+        well_formed = isinstance(task_id, str) and ID_PATTERN.fullmatch(task_id) is not None
+        read = task_id if well_formed else None
+        return await self.run(unit, quick=True, caller=caller, task_id=read)
 
     # -------------------------------------------------------------- agent calls
     async def touch(self, caller: Caller) -> dict[str, Any]:

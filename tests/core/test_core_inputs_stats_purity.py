@@ -49,6 +49,16 @@ def test_text_is_limited_to_16_kib_in_utf8() -> None:
         check_description("x" * 65537)
 
 
+@pytest.mark.parametrize("bad", ["a\x00b", "\x00", "lone \ud800 surrogate"])
+def test_text_that_no_store_can_keep_is_refused(bad: str) -> None:
+    """A NUL character (PostgreSQL's text refuses it) or a lone surrogate
+    (UTF-8 cannot encode it): refused alike for both stores."""
+    with pytest.raises(InvalidInput) as refused:
+        check_text(bad, "message")
+    assert refused.value.details["field"] == "message"
+    assert check_text("tabs\tand\nnewlines \u2603") == "tabs\tand\nnewlines \u2603"
+
+
 @pytest.mark.parametrize(
     "name", ["main", "tenure/a1", "feature/parser-2", "fix_1.2", "a@b", "release/v1.0"]
 )

@@ -183,3 +183,28 @@ async def test_an_answer_shows_the_callers_lease_the_same_everywhere(world: Worl
     report = await world.coordinator.report_progress(a1, "T1", Report(progress=40))
     assert report["lease"]["progress"] == 40 and report["lease"]["version"] == lease["version"] + 1
     assert report["task"]["lease"] == report["lease"] == report["notice"]["leases"][0]
+
+
+async def test_an_act_on_a_malformed_task_id_is_refused_by_its_rule(world: World) -> None:
+    """Ids that match no task id pattern (a NUL byte, which PostgreSQL would
+    refuse as text, a path, an empty string) get the id rule's refusal on
+    both stores, though the task an act names is read with BEGIN."""
+    a1 = await world.add_agent("a1")
+    for bad in ("t\x00", "../t", "", "t" * 500):
+        with pytest.raises(InvalidInput) as refused:
+            await world.coordinator.report_progress(a1, bad, Report(progress=5))
+        assert refused.value.details["field"] == "task_id"
+
+
+async def test_a_note_no_store_can_keep_is_refused_and_changes_nothing(world: World) -> None:
+    """A NUL character in a progress note (PostgreSQL's text cannot hold one;
+    libpq would cut the value at it): refused on both stores, the lease as
+    it was."""
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.coordinator.request_next_task(a1)
+    before = await world.task("T1")
+    with pytest.raises(InvalidInput) as refused:
+        await world.coordinator.report_progress(a1, "T1", Report(progress=50, message="a\x00b"))
+    assert refused.value.details["field"] == "message"
+    assert await world.task("T1") == before

@@ -101,6 +101,27 @@ def test_a_value_with_no_text_form_is_refused_before_anything_is_sent(
     assert _rows(conn) == []
 
 
+@pytest.mark.parametrize("bad", ["cut\x00here", "lone \ud800"])
+def test_text_postgresql_cannot_keep_is_refused_not_cut(
+    conn: psycopg.Connection[Any], bad: str
+) -> None:
+    """libpq ends a text parameter at its first NUL: sent as it is, the value
+    would be cut short without a word. It is refused, as psycopg refuses it,
+    and so is a lone surrogate."""
+    with pytest.raises(psycopg.DataError):
+        encode(bad)
+    conn.execute("BEGIN")
+    with pytest.raises(psycopg.DataError):
+        send(
+            conn,
+            Prepared(),
+            [(INSERT, [(1, bad, 1, 1.0, True, None, None, None, None)])],
+            commit=True,
+        )
+    conn.execute("ROLLBACK")
+    assert _rows(conn) == []
+
+
 def test_a_failure_keeps_nothing_and_later_statements_are_prepared_again(
     conn: psycopg.Connection[Any],
 ) -> None:

@@ -63,11 +63,22 @@ def check_progress(value: object, what: str = "progress") -> int:
 
 
 def check_text(value: object, what: str = "message", limit: int = MAX_TEXT_BYTES) -> str:
-    """Return `value` if it is a string of at most `limit` bytes in UTF-8."""
+    """Return `value` if it is a string of at most `limit` bytes in UTF-8.
+
+    A NUL character or a lone surrogate is refused: neither can be stored
+    as text (PostgreSQL refuses the one, UTF-8 cannot encode the other), so
+    both stores refuse them alike, here.
+    """
     if not isinstance(value, str):
         raise _invalid(what, f"{what} must be a string", type(value).__name__)
-    if len(value.encode("utf-8")) > limit:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _invalid(what, f"{what} holds a lone surrogate, not text", value) from None
+    if size > limit:
         raise _invalid(what, f"{what} is longer than {limit} bytes", value)
+    if "\x00" in value:
+        raise _invalid(what, f"{what} holds a NUL character", value)
     return value
 
 

@@ -79,7 +79,13 @@ def encode(value: Any) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value.encode()
+        if "\x00" in value:
+            # libpq would cut a text parameter at its first NUL, silently.
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        try:
+            return value.encode()
+        except UnicodeEncodeError as exc:
+            raise psycopg.DataError(f"text that is not valid Unicode: {exc.reason}") from None
     if isinstance(value, bool):
         return b"t" if value else b"f"
     if isinstance(value, int | float):
