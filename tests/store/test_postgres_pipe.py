@@ -4,6 +4,7 @@ and statements deallocated behind its back are prepared again."""
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,6 +15,7 @@ import pytest
 from psycopg import pq
 from tests.support.pg import empty_postgres_dsn
 
+from tenure.store import postgres_pipe
 from tenure.store.postgres_pipe import Prepared, encode, send, statement
 
 pytestmark = pytest.mark.postgres
@@ -82,6 +84,25 @@ def _nan_round_trip(conn: psycopg.Connection[Any], prepared: Prepared) -> float:
     value = conn.execute("SELECT f FROM t WHERE id = 3").fetchone()
     assert value is not None
     return float(value[0])
+
+
+def test_subclasses_go_as_their_values() -> None:
+    """An enum is its value, not its repr; a bool is never a number."""
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Kind(enum.StrEnum):
+        RENEWED = "lease.renewed"
+
+    class Ratio(float):
+        pass
+
+    assert encode(Level.HIGH) == b"3"
+    assert encode(Kind.RENEWED) == b"lease.renewed"
+    assert encode(Ratio(0.5)) == b"0.5"
+    assert (encode(True), encode(False)) == (b"t", b"f")
+    assert encode([Kind.RENEWED, None, True]) == b'{"lease.renewed",NULL,"t"}'
 
 
 def test_a_value_with_no_text_form_is_refused_before_anything_is_sent(
@@ -202,3 +223,16 @@ def test_a_connection_that_breaks_mid_pipeline_is_closed(dsn: str) -> None:
         with pytest.raises(psycopg.OperationalError):
             send(c, prepared, [("SELECT %s", [(1,)])], commit=True)
         assert c.closed and prepared.names is None
+
+
+def test_rows_load_as_a_cursor_loads_them(conn: psycopg.Connection[Any]) -> None:
+    """`Prepared.rows` (its own jsonb loader among psycopg's) gives what a
+    psycopg cursor gives for the same row."""
+    doc = '{"k": "v\\"w ünï \\\\ ✓", "n": [1, 2.5, -0.0, 1e300, null, true], "e": {}}'
+    row = (1, "s", 2**62, 0.5, True, datetime(2026, 1, 2, tzinfo=UTC), ["a", 'b"'], [1, 2], doc)
+    conn.execute("BEGIN")
+    prepared = Prepared()
+    send(conn, prepared, [(INSERT, [row])], commit=True)
+    sql = "SELECT * FROM t WHERE id = %s"
+    (result,) = postgres_pipe.execute(conn, prepared, [(sql, (1,))])
+    assert prepared.rows(conn, result) == conn.execute(sql, (1,)).fetchall()

@@ -27,6 +27,7 @@ the GIL, never in a blocking libpq call.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import select
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ from typing import Any
 import psycopg
 from psycopg import abc as pg_abc
 from psycopg import pq
-from psycopg.adapt import Transformer
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap, Loader, Transformer
 
 _NAME_PREFIX = "tenure_w_"
 _names: dict[str, tuple[bytes, bytes]] = {}
@@ -74,26 +76,50 @@ def encode(value: Any) -> bytes | None:
     """A parameter as PostgreSQL's text input for it (None: NULL).
 
     The types are those of Tenure's rows: text, integers, floats, booleans,
-    aware datetimes, and lists of them for array parameters.
+    aware datetimes, and lists of them for array parameters. (The exact
+    common types first: a call sends some seventy values.)
     """
+    kind = type(value)
+    if kind is str:
+        return _text(value)
     if value is None:
         return None
+    if kind is int or kind is float:
+        return repr(value).encode()
+    if kind is datetime:
+        return _time(value)
+    return _other(value)
+
+
+def _text(value: str) -> bytes:
+    if "\x00" in value:
+        # libpq would cut a text parameter at its first NUL, silently.
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    try:
+        return value.encode()
+    except UnicodeEncodeError as exc:
+        raise psycopg.DataError(f"text that is not valid Unicode: {exc.reason}") from None
+
+
+def _time(value: datetime) -> bytes:
+    if value.tzinfo is None:
+        raise TypeError("a naive datetime has no place in a timestamptz column")
+    return value.isoformat().encode()
+
+
+def _other(value: Any) -> bytes:
+    """`encode` for subclasses (a StrEnum is its text, an IntEnum its number),
+    booleans and arrays."""
     if isinstance(value, str):
-        if "\x00" in value:
-            # libpq would cut a text parameter at its first NUL, silently.
-            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-        try:
-            return value.encode()
-        except UnicodeEncodeError as exc:
-            raise psycopg.DataError(f"text that is not valid Unicode: {exc.reason}") from None
+        return _text(value)
     if isinstance(value, bool):
         return b"t" if value else b"f"
-    if isinstance(value, int | float):
-        return repr(value).encode()
+    if isinstance(value, int):
+        return str(int(value)).encode()
+    if isinstance(value, float):
+        return repr(float(value)).encode()
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise TypeError("a naive datetime has no place in a timestamptz column")
-        return value.isoformat().encode()
+        return _time(value)
     if isinstance(value, list | tuple):
         return ("{" + ",".join(_element(item) for item in value) + "}").encode()
     raise TypeError(f"no text form for a parameter of type {type(value).__name__}")
@@ -107,6 +133,18 @@ def _element(item: Any) -> str:
     assert text is not None
     escaped = text.decode().replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+_JSON = json.JSONDecoder()
+
+
+class _JsonbText(Loader):
+    """jsonb in text format, as psycopg's own loader gives it, without the
+    encoding sniffing and trailing-space check of `json.loads` (PostgreSQL
+    writes jsonb as UTF-8 with nothing around the value)."""
+
+    def load(self, data: Buffer) -> Any:
+        return _JSON.raw_decode(bytes(data).decode())[0]
 
 
 #: One statement of a pipeline: its text (psycopg's `%s` placeholders) and
@@ -130,10 +168,13 @@ class Prepared:
         self.names = None
 
     def rows(self, conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
-        """The rows of `result`, each value loaded as a psycopg cursor would."""
+        """The rows of `result`, each value loaded as a psycopg cursor would
+        (jsonb a little faster: see `_JsonbText`)."""
         loader = self._loader
         if loader is None:
-            loader = self._loader = Transformer.from_context(conn)
+            adapters = AdaptersMap(conn.adapters)
+            adapters.register_loader("jsonb", _JsonbText)
+            loader = self._loader = Transformer(adapters)
         loader.set_pgresult(result)
         return loader.load_rows(0, result.ntuples, tuple)
 
