@@ -4,6 +4,7 @@ one COMMIT, and each keeps its own outcome (`tenure.store.sqlite_group`)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -157,6 +158,33 @@ async def test_the_group_commits_when_its_first_caller_is_cancelled(store: Sqlit
     with pytest.raises(asyncio.CancelledError):
         await first
     assert await _boards(store) == ["b1", "b2"]
+
+
+async def test_a_failed_commit_after_its_first_caller_left_loses_no_error(
+    store: SqliteStore,
+) -> None:
+    """The first caller cancelled during its pass, then the COMMIT refused:
+    the others get the error, and the first caller's is read, not left for
+    asyncio to report as an exception nobody retrieved."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        first = asyncio.create_task(store.run(_insert("b1"), quick=True))
+        second = asyncio.create_task(store.run(_orphan_agent, quick=True))
+        await asyncio.sleep(0)  # both units ran; the first caller waits for its pass
+        first.cancel()
+        with pytest.raises(TenureError):
+            await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        del first, second
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
+    assert await _boards(store) == []
 
 
 async def test_units_queued_meanwhile_run_on_the_writer_thread_after_the_commit(

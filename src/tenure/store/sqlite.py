@@ -291,9 +291,17 @@ class SqliteStore:
                     # One pass of the loop: the quick units ready to run in
                     # it join this transaction before it commits.
                     await asyncio.sleep(0)
-                finally:
+                except BaseException:
+                    # Cancelled meanwhile: the group still commits, and a
+                    # failed COMMIT's error, which this caller will never
+                    # read, is read here rather than reported as lost.
                     group.commit()
                     self._pacer.waited(group.units)
+                    if answer.done():
+                        answer.exception()
+                    raise
+                group.commit()
+                self._pacer.waited(group.units)
                 return answer.result()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[T, int]] = loop.create_future()
