@@ -252,16 +252,20 @@ class PostgresStore:
         self, conn: psycopg.Connection[Any], statements: Prepared, steps: list[Step]
     ) -> list[pq.abc.PGresult]:
         """Run BEGIN's steps; once more if a statement of ours was deallocated
-        behind the store's back (`postgres_pipe` then reads them again)."""
-        for last in (False, True):
-            try:
-                return postgres_pipe.execute(conn, statements, steps)
-            except psycopg.Error as exc:
-                # BEGIN may have run: leave the connection idle.
-                self._rollback(conn)
-                if last or not isinstance(exc, psycopg.errors.InvalidSqlStatementName):
-                    raise
-        raise AssertionError("unreachable")
+        behind the store's back (`postgres_pipe` then reads them again). On
+        failure the connection is left idle (BEGIN may have run)."""
+        try:
+            return postgres_pipe.execute(conn, statements, steps)
+        except psycopg.errors.InvalidSqlStatementName:
+            self._rollback(conn)
+        except psycopg.Error:
+            self._rollback(conn)
+            raise
+        try:
+            return postgres_pipe.execute(conn, statements, steps)
+        except psycopg.Error:
+            self._rollback(conn)
+            raise
 
     def _rollback(self, conn: psycopg.Connection[Any]) -> None:
         statements = self._statements.get(conn)
