@@ -68,7 +68,7 @@ def test_values_arrive_as_sent(conn: psycopg.Connection[Any]) -> None:
     ]  # fmt: skip
     prepared = Prepared()
     conn.execute("BEGIN")
-    send(conn, prepared, [(INSERT, values)], commit=True)
+    send(conn, prepared, [(INSERT, v) for v in values], commit=True)
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
     got = _rows(conn)
     assert got[0][:8] == values[0][:8]
@@ -80,7 +80,7 @@ def test_values_arrive_as_sent(conn: psycopg.Connection[Any]) -> None:
 
 def _nan_round_trip(conn: psycopg.Connection[Any], prepared: Prepared) -> float:
     conn.execute("BEGIN")
-    send(conn, prepared, [("UPDATE t SET f = %s WHERE id = %s", [(math.nan, 3)])], commit=True)
+    send(conn, prepared, [("UPDATE t SET f = %s WHERE id = %s", (math.nan, 3))], commit=True)
     value = conn.execute("SELECT f FROM t WHERE id = 3").fetchone()
     assert value is not None
     return float(value[0])
@@ -112,7 +112,7 @@ def test_a_value_with_no_text_form_is_refused_before_anything_is_sent(
     conn.execute("BEGIN")
     naive = datetime(2026, 1, 1)
     with pytest.raises(TypeError):
-        send(conn, prepared, [(INSERT, [(1, "x", 1, 1.0, True, naive, [], [], "{}")])], commit=True)
+        send(conn, prepared, [(INSERT, (1, "x", 1, 1.0, True, naive, [], [], "{}"))], commit=True)
     with pytest.raises(TypeError):
         encode(object())
     # The connection is still in its transaction and usable.
@@ -136,7 +136,7 @@ def test_text_postgresql_cannot_keep_is_refused_not_cut(
         send(
             conn,
             Prepared(),
-            [(INSERT, [(1, bad, 1, 1.0, True, None, None, None, None)])],
+            [(INSERT, (1, bad, 1, 1.0, True, None, None, None, None))],
             commit=True,
         )
     conn.execute("ROLLBACK")
@@ -153,20 +153,20 @@ def test_a_failure_keeps_nothing_and_later_statements_are_prepared_again(
     row = (1, "a", 1, 1.0, True, None, None, None, None)
     later = "UPDATE t SET s = %s WHERE id = %s"
     conn.execute("BEGIN")
-    send(conn, prepared, [(INSERT, [row])], commit=True)
+    send(conn, prepared, [(INSERT, row)], commit=True)
     conn.execute("BEGIN")
     with pytest.raises(psycopg.errors.UniqueViolation):
         send(
             conn,
             prepared,
-            [(INSERT, [(2, *row[1:]), row]), (later, [("changed", 1)])],
+            [(INSERT, (2, *row[1:])), (INSERT, row), (later, ("changed", 1))],
             commit=True,
         )
     assert prepared.names is None
     conn.execute("ROLLBACK")
     assert [r[:2] for r in _rows(conn)] == [(1, "a")]
     conn.execute("BEGIN")
-    send(conn, prepared, [(later, [("changed", 1)])], commit=True)
+    send(conn, prepared, [(later, ("changed", 1))], commit=True)
     assert [r[:2] for r in _rows(conn)] == [(1, "changed")]
 
 
@@ -176,14 +176,14 @@ def test_statements_deallocated_behind_its_back(conn: psycopg.Connection[Any]) -
     prepared = Prepared()
     row = (1, "a", 1, 1.0, True, None, None, None, None)
     conn.execute("BEGIN")
-    send(conn, prepared, [(INSERT, [row])], commit=True)
+    send(conn, prepared, [(INSERT, row)], commit=True)
     conn.execute("DEALLOCATE ALL")
     conn.execute("BEGIN")
     with pytest.raises(psycopg.errors.InvalidSqlStatementName):
-        send(conn, prepared, [(INSERT, [(2, *row[1:])])], commit=True)
+        send(conn, prepared, [(INSERT, (2, *row[1:]))], commit=True)
     conn.execute("ROLLBACK")
     conn.execute("BEGIN")
-    send(conn, prepared, [(INSERT, [(2, *row[1:])])], commit=True)
+    send(conn, prepared, [(INSERT, (2, *row[1:]))], commit=True)
     assert [r[0] for r in _rows(conn)] == [1, 2]
 
 
@@ -194,10 +194,10 @@ def test_what_a_connection_holds_is_read_before_first_use(
     so a statement the connection already holds is not prepared twice."""
     first = Prepared()
     conn.execute("BEGIN")
-    send(conn, first, [(INSERT, [(1, "a", 1, 1.0, True, None, None, None, None)])], commit=True)
+    send(conn, first, [(INSERT, (1, "a", 1, 1.0, True, None, None, None, None))], commit=True)
     again = Prepared()
     conn.execute("BEGIN")
-    send(conn, again, [(INSERT, [(2, "b", 1, 1.0, True, None, None, None, None)])], commit=True)
+    send(conn, again, [(INSERT, (2, "b", 1, 1.0, True, None, None, None, None))], commit=True)
     assert again.names is not None and statement(INSERT)[0] in again.names
     assert len(_rows(conn)) == 2
 
@@ -210,7 +210,7 @@ def test_a_batch_larger_than_the_socket_buffers_goes_through(
     big = "x" * 4000
     rows = [(i, big, i, float(i), True, None, None, None, None) for i in range(3000)]
     conn.execute("BEGIN")
-    send(conn, Prepared(), [(INSERT, rows)], commit=True)
+    send(conn, Prepared(), [(INSERT, r) for r in rows], commit=True)
     assert conn.execute("SELECT count(*), sum(length(s)) FROM t").fetchone() == (3000, 12_000_000)
 
 
@@ -221,7 +221,7 @@ def test_a_connection_that_breaks_mid_pipeline_is_closed(dsn: str) -> None:
         prepared = Prepared()
         prepared.names = set()  # known: the first statement goes in the pipeline
         with pytest.raises(psycopg.OperationalError):
-            send(c, prepared, [("SELECT %s", [(1,)])], commit=True)
+            send(c, prepared, [("SELECT %s", (1,))], commit=True)
         assert c.closed and prepared.names is None
 
 
@@ -232,7 +232,7 @@ def test_rows_load_as_a_cursor_loads_them(conn: psycopg.Connection[Any]) -> None
     row = (1, "s", 2**62, 0.5, True, datetime(2026, 1, 2, tzinfo=UTC), ["a", 'b"'], [1, 2], doc)
     conn.execute("BEGIN")
     prepared = Prepared()
-    send(conn, prepared, [(INSERT, [row])], commit=True)
+    send(conn, prepared, [(INSERT, row)], commit=True)
     sql = "SELECT * FROM t WHERE id = %s"
     (result,) = postgres_pipe.execute(conn, prepared, [(sql, (1,))])
     assert prepared.rows(conn, result) == conn.execute(sql, (1,)).fetchall()

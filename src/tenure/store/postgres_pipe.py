@@ -238,13 +238,13 @@ def execute(
 def send(
     conn: psycopg.Connection[Any],
     prepared: Prepared,
-    runs: Sequence[tuple[str, Sequence[Sequence[Any]]]],
+    writes: Sequence[tuple[str, Sequence[Any]]],
     *,
     commit: bool,
 ) -> None:
-    """Send each run's statement once per set of values, then COMMIT if
+    """Send `writes` (each a statement and its values), then COMMIT if
     asked, in one round trip (see `execute`)."""
-    steps: list[Step] = [(sql, values) for sql, each in runs for values in each]
+    steps: list[Step] = list(writes)
     if commit:
         steps.append(("COMMIT", None))
     execute(conn, prepared, steps)

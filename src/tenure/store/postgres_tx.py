@@ -2,20 +2,17 @@
 
 `PostgresTx` is what a unit of work receives from `PostgresStore.run`. It
 holds one pooled connection (autocommit mode: the store sends BEGIN and
-COMMIT itself, so BEGIN travels with the read of the database clock) and a
-cursor reused for every statement. Rows go through `tenure.store.rows`, the
-mapping shared with SQLite; only times differ (timestamptz takes aware
-datetimes, see `rows.keep_time`).
+COMMIT itself, so BEGIN travels with the reads that come first) and a
+cursor for the statements that do not go through libpq directly. Rows go
+through `tenure.store.rows`, the mapping shared with SQLite; only times
+differ (timestamptz takes aware datetimes, see `rows.keep_time`).
 
-Each operation is one statement. psycopg prepares a statement on the server
-after a few executions (`prepare_threshold`), so the hot reads are parsed and
-planned once per connection. The writes nothing waits for (events, counters,
-comments, outbox rows, last-seen marks) are kept until the end and sent with
-COMMIT in pipeline mode: one round trip for all of them, each bound and
-prepared on the server like any other statement. Under `write_together`
-(every Coordinator unit, the monitor's batches) the task and lease writes
-join them, each wrapped so the server checks that it changed exactly one row
-(`tenure_expect_one`).
+Each operation is one statement. An agent's call reads what it names with
+BEGIN (`prefetched`, see `tenure.store.base.Reads`) and keeps its writes
+for the COMMIT (`tenure.store.postgres_kept`): two round trips, both
+through libpq's pipeline (`tenure.store.postgres_pipe`). Other reads go
+through a psycopg cursor, which prepares a statement on the server after a
+few executions (`prepare_threshold`).
 
 A statement that fails leaves the PostgreSQL transaction aborted, so the
 first failure is remembered (`failure`): the store refuses to commit a unit of
@@ -34,18 +31,17 @@ import psycopg
 
 from tenure.core.errors import Conflict, NotFound, TenureError
 from tenure.core.model import Agent, Board, Event, Lease, Task, TaskStatus
-from tenure.store import postgres_pipe, rows
 from tenure.store import postgres_sql as pgsql
+from tenure.store import rows
 from tenure.store.base import ClaimFilter, Reads
-from tenure.store.postgres_errors import EXPECTED_ONE_ROW, ROW_MISSING, translate
+from tenure.store.postgres_errors import translate
+from tenure.store.postgres_kept import KeptWrites
 from tenure.store.postgres_log import (
     COUNTER_SHARDS,
     EVENT_SELECT,
     EVENTS_CHANNEL,
     EVENTS_LOCK_KEY,
-    SQL_BUMP,
     PostgresLog,
-    event_params,
     stored_event,
 )
 from tenure.store.postgres_pipe import Prepared
@@ -68,20 +64,7 @@ __all__ = [
 CAUSAL_REACH = timedelta(seconds=30)
 
 
-def _runs(
-    deferred: list[tuple[str, Sequence[Any]]],
-) -> list[tuple[str, list[Sequence[Any]]]]:
-    """`deferred` as runs of one statement: (sql, the params of each), in order."""
-    runs: list[tuple[str, list[Sequence[Any]]]] = []
-    for sql, params in deferred:
-        if runs and runs[-1][0] == sql:
-            runs[-1][1].append(params)
-        else:
-            runs.append((sql, [params]))
-    return runs
-
-
-class PostgresTx(PostgresLog, PostgresUpkeep):
+class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep):
     """One open transaction on one pooled connection (see the module doc)."""
 
     def __init__(
@@ -220,14 +203,6 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
         except psycopg.Error as exc:
             self._fail(exc)
 
-    def _later(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Keep a write whose answer nothing waits for (an event, a counter, a
-        comment, an outbox row, a last-seen mark) until the end of the unit:
-        `commit` sends all of them and COMMIT in one round trip."""
-        if self.failure is not None:
-            raise self.failure
-        self._deferred.append((sql, params))
-
     def _fetch(self, fetch: Callable[[], T]) -> T:
         try:
             return fetch()
@@ -249,88 +224,6 @@ class PostgresTx(PostgresLog, PostgresUpkeep):
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         result: list[tuple[Any, ...]] = self._fetch(self._exec(sql, params).fetchall)
         return result
-
-    def flush(self) -> None:
-        """Send what was kept back: the counter bumps (one statement, taken in
-        one sorted order, so two transactions never deadlock on them), the
-        deferred writes, then the queued events (last, so the events lock is
-        held only until the commit), in one round trip."""
-        self._send(self._batch())
-
-    def commit(self) -> None:
-        """Send what was kept back and COMMIT, in one round trip.
-
-        A connection lost meanwhile leaves the outcome unknown:
-        `StoreUnavailable`, like any broken connection.
-        """
-        self._send(self._batch(), commit=True)
-
-    def write_together(self) -> None:
-        """Keep this unit's task and lease writes until its next read or its
-        commit, and send them with it (a claim: 2 round trips fewer; a monitor
-        batch of 200 recoveries: 400 fewer).
-
-        Each stays conditional, checked on the server as it runs (the
-        function `tenure_expect_one`, migration 0005): a lease that moved on
-        aborts the transaction, which `translate` reads as a lost race
-        (`TransientFailure`), so the unit is rolled back whole and tried again.
-        """
-        self._together = True
-
-    def _checked_later(
-        self, sql: str, params: Sequence[Any], what: str, *, missing: bool = False
-    ) -> None:
-        """Keep `sql` (one INSERT or UPDATE) for the next round trip, wrapped so
-        that changing anything but exactly one row aborts the transaction:
-        as a lost race, or with `missing` as a row that does not exist."""
-        code = ROW_MISSING if missing else EXPECTED_ONE_ROW
-        self._later(pgsql.SQL_EXPECT_ONE.format(write=sql), (*params, what, code))
-        self._writes_kept = True
-
-    def _send_kept(self) -> None:
-        """Send the deferred writes now (not the counters and events: those
-        go with COMMIT, so the events lock is held as briefly as ever)."""
-        self._writes_kept = False
-        deferred, self._deferred = self._deferred, []
-        self._send(deferred)
-
-    def _batch(self) -> list[tuple[str, Sequence[Any]]]:
-        if self.failure is not None:
-            raise self.failure
-        if self._pending_counts:
-            self._flush_counts()
-        pending, self._pending_events = self._pending_events, []
-        for event in pending:
-            self._deferred.append((self._append_sql(), event_params(event)))
-            self._locked_events = True
-        deferred, self._deferred = self._deferred, []
-        self._writes_kept = False
-        return deferred
-
-    def _send(self, deferred: list[tuple[str, Sequence[Any]]], *, commit: bool = False) -> None:
-        """Send `deferred` (and COMMIT) in one round trip, in libpq's pipeline
-        mode, each statement prepared on the server (see `postgres_pipe`).
-
-        (Bound on the client into one simple query instead, as before, every
-        value went through Python's quoting and every statement was planned
-        anew: claim+complete 10-15 % slower, and a monitor pass recovering
-        1,000 leases about twice as slow. Through psycopg's own pipeline, each
-        statement cost some 30 us of Python.)
-        """
-        if not deferred and not commit:
-            return
-        try:
-            postgres_pipe.send(self._conn, self._statements, _runs(deferred), commit=commit)
-        except psycopg.Error as exc:
-            self._fail(exc)
-
-    def _flush_counts(self) -> None:
-        keys = sorted(self._pending_counts)
-        values = [self._pending_counts[key] for key in keys]
-        self._pending_counts = {}
-        self._deferred.append(
-            (SQL_BUMP, (self._shard, [k[0] for k in keys], [k[1] for k in keys], values))
-        )
 
     # boards ----------------------------------------------------------------
 
