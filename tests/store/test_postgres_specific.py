@@ -629,14 +629,9 @@ def test_the_postgres_schema_has_the_sqlite_schemas_tables_columns_and_indexes(
     assert pg_indexes == sqlite_indexes
 
 
-async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
-    stores: list[PostgresStore], dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The agent and its leases come with BEGIN's round trip: the unit's own
-    reads of them send no statement; with the database's clock as well."""
-    store = await _open(stores, dsn)
-    await store.run(_board_with_tasks(2, agents=1))
-    await store.run(lambda tx: tx.insert_lease(_lease("t000", tx.now, timedelta(seconds=60))))
+def _count_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement units send through a psycopg cursor from now on (not
+    those sent with BEGIN or COMMIT)."""
     from tenure.store.postgres_tx import PostgresTx
 
     sent: list[str] = []
@@ -647,6 +642,18 @@ async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
         return real(self, sql, params)
 
     monkeypatch.setattr(PostgresTx, "_exec", counting)
+    return sent
+
+
+async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
+    stores: list[PostgresStore], dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent and its leases come with BEGIN's round trip: the unit's own
+    reads of them send no statement; with the database's clock as well."""
+    store = await _open(stores, dsn)
+    await store.run(_board_with_tasks(2, agents=1))
+    await store.run(lambda tx: tx.insert_lease(_lease("t000", tx.now, timedelta(seconds=60))))
+    sent = _count_statements(monkeypatch)
 
     def unit(tx: Tx) -> tuple[Agent | None, list[Lease]]:
         me = tx.get_agent(BOARD, "a0")
@@ -669,16 +676,7 @@ async def test_a_units_task_or_first_claim_candidate_comes_with_begin(
     BEGIN and asks the database as before; so does a read of another task."""
     store = await _open(stores, dsn)
     await store.run(_board_with_tasks(2, agents=1))
-    from tenure.store.postgres_tx import PostgresTx
-
-    sent: list[str] = []
-    real = PostgresTx._exec
-
-    def counting(self: PostgresTx, sql: str, params: Any = ()) -> Any:
-        sent.append(sql)
-        return real(self, sql, params)
-
-    monkeypatch.setattr(PostgresTx, "_exec", counting)
+    sent = _count_statements(monkeypatch)
 
     def first(tx: Tx) -> list[str]:
         return [t.id for t in tx.claim_candidates(ClaimFilter(BOARD, limit=1))]
