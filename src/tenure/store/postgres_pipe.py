@@ -37,7 +37,6 @@ from typing import Any
 import psycopg
 from psycopg import abc as pg_abc
 from psycopg import pq
-from psycopg.abc import Buffer
 from psycopg.adapt import AdaptersMap, Loader, Transformer
 
 _NAME_PREFIX = "tenure_w_"
@@ -143,7 +142,7 @@ class _JsonbText(Loader):
     encoding sniffing and trailing-space check of `json.loads` (PostgreSQL
     writes jsonb as UTF-8 with nothing around the value)."""
 
-    def load(self, data: Buffer) -> Any:
+    def load(self, data: pg_abc.Buffer) -> Any:
         return _JSON.raw_decode(bytes(data).decode())[0]
 
 
