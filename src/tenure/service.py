@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from tenure.auth import ADMIN_TOKEN_META, Caller, Role, role_of, same_digest, token_hash
 from tenure.claims import NOTHING_READY, pick
 from tenure.core import lease as rules
-from tenure.core.decisions import Change, ChangeKind, Evidence, Report, Subject
+from tenure.core.decisions import Change, Evidence, Report, Subject
 from tenure.core.errors import (
     Conflict,
     Forbidden,
@@ -33,12 +33,11 @@ from tenure.core.errors import (
     TenureError,
     Unauthorized,
 )
-from tenure.core.model import ID_PATTERN, Agent, Lease, Task, TaskStatus, check_id
-from tenure.core.model import Counter as ModelCounter
+from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id, is_id
 from tenure.core.policy import Policy
 from tenure.evidence import check_worktree
 from tenure.inputs import PATH_MAX, text
-from tenure.sinks import NullSink, Sink
+from tenure.sinks import NullSink, Sink, publish
 from tenure.store.base import Reads, Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, merge, write
 from tenure.views import LeaseViews, task_view
@@ -126,20 +125,7 @@ class Coordinator:
     def publish(self, effects: Effects) -> None:
         """Hand a committed unit of work's metrics and telemetry to the sink
         (`run` does it; the monitor's batches, run on the store directly, too)."""
-        for change in effects.changes:
-            for counter in change.counters:
-                self.sink.count(str(counter))
-            # Renewals and touches are metrics only: not stored per board, since
-            # counting each would add a write to the hottest path.
-            if change.kind is ChangeKind.RENEWED:
-                self.sink.count(str(ModelCounter.RENEWALS))
-            elif change.kind is ChangeKind.TOUCHED:
-                self.sink.count(str(ModelCounter.TOUCHES))
-            if change.telemetry is not None:
-                self.sink.lease_expired(change.telemetry)
-                latency = change.telemetry.get("detection_latency_s")
-                if isinstance(latency, int | float):
-                    self.sink.detection(float(latency))
+        publish(self.sink, effects.changes)
 
     # ----------------------------------------------------------- authentication
     def authenticate_in(self, tx: Tx, token: str | None) -> Caller:
@@ -295,12 +281,11 @@ class Coordinator:
         self, caller: Caller, task_id: str, decide: Callable[[Tx, Subject, Agent], Change]
     ) -> dict[str, Any]:
         """Run `_act`'s unit for an agent's call (its agent, leases and task
-        may be read with BEGIN; a malformed task id is left to the unit to
-        refuse, in its usual order)."""
-        unit = self._act(caller, task_id, decide)
-        well_formed = isinstance(task_id, str) and ID_PATTERN.fullmatch(task_id) is not None
-        read = task_id if well_formed else None
-        return await self.run(unit, quick=True, caller=caller, task_id=read)
+        may be read with BEGIN; a malformed task id is the unit's to refuse)."""
+        read = task_id if is_id(task_id) else None
+        return await self.run(
+            self._act(caller, task_id, decide), quick=True, caller=caller, task_id=read
+        )
 
     # -------------------------------------------------------------- agent calls
     async def touch(self, caller: Caller) -> dict[str, Any]:

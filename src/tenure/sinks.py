@@ -3,7 +3,11 @@ counters, telemetry and detection times (`tenure.telemetry` has the real one).""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
+
+from tenure.core.decisions import Change, ChangeKind
+from tenure.core.model import Counter
 
 
 class Sink(Protocol):
@@ -30,3 +34,22 @@ class NullSink:
 
     def detection(self, seconds: float) -> None:
         pass
+
+
+def publish(sink: Sink, changes: Iterable[Change]) -> None:
+    """Hand a committed unit of work's changes to `sink`: their counters,
+    renewals and touches, and the telemetry of recoveries."""
+    for change in changes:
+        for counter in change.counters:
+            sink.count(str(counter))
+        # Renewals and touches are metrics only: not stored per board, since
+        # counting each would add a write to the hottest path.
+        if change.kind is ChangeKind.RENEWED:
+            sink.count(str(Counter.RENEWALS))
+        elif change.kind is ChangeKind.TOUCHED:
+            sink.count(str(Counter.TOUCHES))
+        if change.telemetry is not None:
+            sink.lease_expired(change.telemetry)
+            latency = change.telemetry.get("detection_latency_s")
+            if isinstance(latency, int | float):
+                sink.detection(float(latency))

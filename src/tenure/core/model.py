@@ -141,9 +141,14 @@ def ensure_utc(moment: datetime, what: str = "time") -> datetime:
     return moment.astimezone(UTC)
 
 
+def is_id(value: object) -> bool:
+    """Whether `value` is a valid Tenure id (see `check_id`)."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
 def check_id(value: str, what: str = "id") -> str:
     """Return `value` if it is a valid Tenure id, else raise `InvalidInput`."""
-    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+    if not is_id(value):
         raise InvalidInput(
             f"{what} must match {ID_PATTERN.pattern}",
             details={"field": what, "value": str(value)[:80]},
