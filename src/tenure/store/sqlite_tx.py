@@ -158,6 +158,19 @@ _LEASE_UPDATE_LIVE = (
     " AND agent_id = ? AND assigned_at = ? AND ended_at IS NULL"
 )
 
+# The statements of every agent call, written once: built inside the call,
+# each would be a new string, formatted and hashed again to find its
+# prepared statement in the connection's cache.
+_AGENT_BY_KEY = f"{_AGENT_SELECT} WHERE board_id = ? AND id = ?"
+_TASK_BY_KEY = f"{_TASK_SELECT} WHERE board_id = ? AND id = ?"
+_LEASES_OF_AGENT = (
+    f"SELECT * FROM ({_LEASE_SELECT} INDEXED BY leases_live_by_agent "
+    "WHERE board_id = ? AND agent_id = ? AND ended_at IS NULL "
+    "ORDER BY assigned_at, task_id) UNION ALL "
+    f"SELECT * FROM ({_LEASE_SELECT} INDEXED BY leases_ended_by_agent "
+    "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? ORDER BY ended_at, task_id)"
+)
+
 _COMMENT_SELECT = f"SELECT {columns(COMMENT_COLUMNS)} FROM comments"
 _OUTBOX_SELECT = f"SELECT {columns(OUTBOX_COLUMNS)} FROM outbox"
 
@@ -255,7 +268,7 @@ class SqliteTx(SqliteUpkeep):
         )
 
     def get_agent(self, board_id: str, agent_id: str) -> Agent | None:
-        row = self._one(f"{_AGENT_SELECT} WHERE board_id = ? AND id = ?", (board_id, agent_id))
+        row = self._one(_AGENT_BY_KEY, (board_id, agent_id))
         return None if row is None else agent_from_row(row)
 
     def agent_by_token_hash(self, token_hash: str) -> Agent | None:
@@ -286,7 +299,7 @@ class SqliteTx(SqliteUpkeep):
 
     def get_task(self, board_id: str, task_id: str, *, for_update: bool = False) -> Task | None:
         # for_update needs nothing here: BEGIN IMMEDIATE already holds the write lock.
-        row = self._one(f"{_TASK_SELECT} WHERE board_id = ? AND id = ?", (board_id, task_id))
+        row = self._one(_TASK_BY_KEY, (board_id, task_id))
         return None if row is None else _TASKS.of(row)
 
     def lock_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Task]:
@@ -421,12 +434,7 @@ class SqliteTx(SqliteUpkeep):
         self, board_id: str, agent_id: str, ended_since: datetime
     ) -> tuple[list[Lease], list[Lease]]:
         rows = self._all(
-            f"SELECT * FROM ({_LEASE_SELECT} INDEXED BY leases_live_by_agent "
-            "WHERE board_id = ? AND agent_id = ? AND ended_at IS NULL "
-            "ORDER BY assigned_at, task_id) UNION ALL "
-            f"SELECT * FROM ({_LEASE_SELECT} INDEXED BY leases_ended_by_agent "
-            "WHERE board_id = ? AND agent_id = ? AND ended_at >= ? ORDER BY ended_at, task_id)",
-            (board_id, agent_id, board_id, agent_id, encode_time(ended_since)),
+            _LEASES_OF_AGENT, (board_id, agent_id, board_id, agent_id, encode_time(ended_since))
         )
         leases = [_LEASES.of(row) for row in rows]
         return [x for x in leases if x.live], [x for x in leases if not x.live]
