@@ -39,16 +39,18 @@ class Memo(Generic[K, R]):
     record by the row it was decoded from, a time by its text. Bounded by
     `size` (emptied when full)."""
 
-    __slots__ = ("_compute", "_records", "_size")
+    __slots__ = ("_compute", "_size", "records")
 
     def __init__(self, compute: Callable[[K], R], size: int = MEMO_SIZE) -> None:
         self._compute = compute
         self._size = size
-        self._records: dict[K, R] = {}
+        #: Key -> what it gives; read-only for callers (a hot loop may look
+        #: up here directly, then call `of` on a miss).
+        self.records: dict[K, R] = {}
 
     def of(self, key: K) -> R:
         """What `key` gives, computed once."""
-        record = self._records.get(key)
+        record = self.records.get(key)
         if record is None:
             record = self._compute(key)
             self.remember(key, record)
@@ -56,12 +58,12 @@ class Memo(Generic[K, R]):
 
     def remember(self, key: K, record: R) -> None:
         """Keep `record` as what `key` gives (the caller vouches for it)."""
-        if len(self._records) >= self._size:
-            self._records.clear()
-        self._records[key] = record
+        if len(self.records) >= self._size:
+            self.records.clear()
+        self.records[key] = record
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.records)
 
 
 def _utc(moment: datetime | None) -> bool:
