@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn
+from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn, terminate_sessions
 
 from tenure.clock import FakeClock, OffsetClock
 from tenure.core.errors import Conflict, InvalidInput, StoreUnavailable
@@ -460,11 +460,11 @@ async def test_killed_connections_are_replaced_without_the_caller_noticing(
 ) -> None:
     store = await _open(stores, dsn, min_size=2)
     await store.run(_board_with_tasks(1))
-    _terminate_sessions(dsn)
+    terminate_sessions(dsn)
     assert [task.id for task in await store.run(lambda tx: tx.list_tasks(BOARD))] == ["t000"]
-    _terminate_sessions(dsn)
+    terminate_sessions(dsn)
     assert await store.events_after(0) == []
-    _terminate_sessions(dsn)
+    terminate_sessions(dsn)
     assert await store.schema_version() == migrate.latest_version("postgres")
 
 
@@ -477,7 +477,7 @@ async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_hal
     admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-    _terminate_sessions(dsn)
+    terminate_sessions(dsn)
     try:
         with pytest.raises(StoreUnavailable):
             await store.run(_append())
@@ -507,26 +507,12 @@ async def test_a_write_cut_off_mid_transaction_keeps_nothing(
 
     def half_written(tx: Tx) -> None:
         tx.append_event(Event(EventType.TASK_CREATED, BOARD, tx.now))
-        _terminate_sessions(dsn)  # the connection dies inside the transaction
+        terminate_sessions(dsn)  # the connection dies inside the transaction
         tx.append_event(Event(EventType.TASK_CREATED, BOARD, tx.now))
 
     with pytest.raises(StoreUnavailable):
         await store.run(half_written)
     assert await store.events_after(0) == []
-
-
-def _terminate_sessions(dsn: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    with psycopg.connect(
-        psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True
-    ) as conn:
-        # Wait (up to 5 s each) until the backends are gone, as after a
-        # restart: the pooled connections then died while idle.
-        conn.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
 
 
 # (e) schema versions ---------------------------------------------------------------------

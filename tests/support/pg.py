@@ -204,3 +204,18 @@ def _drop_everything() -> None:
                 _drop(conn, name)
     except psycopg.Error:
         pass  # the next run drops what this one could not (see _drop_orphans)
+
+
+def terminate_sessions(dsn: str) -> None:
+    """End every other session on `dsn`'s database, as a server restart would:
+    pooled connections then die while idle. Waits (up to 5 s each) until
+    the backends are gone."""
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True
+    ) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )

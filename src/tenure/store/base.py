@@ -282,8 +282,10 @@ class Store(Protocol):
     async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
         """Run a read-only `fn` (SQLite: on a reader connection, apart from the writer).
 
-        `quick` says `fn` reads a few indexed rows and has no side effects (a
-        token's owner): SQLite may run it on the calling thread.
+        `quick` says `fn` looks up a few indexed rows and nothing more (a
+        token's owner): no writes, no clock (`tx.now`), no snapshot shared
+        by its statements. SQLite may run it on the calling thread;
+        PostgreSQL sends each statement alone, one round trip each.
         """
 
     async def events_after(

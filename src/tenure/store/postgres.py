@@ -62,6 +62,7 @@ from tenure.store import postgres_pipe
 from tenure.store import postgres_sql as pgsql
 from tenure.store.base import Reads, Tx
 from tenure.store.base import TransientFailure as TransientFailure
+from tenure.store.postgres_lookup import LookupTx
 from tenure.store.postgres_pipe import Prepared, Step
 from tenure.store.postgres_schema import (
     DIALECT,
@@ -163,11 +164,14 @@ class PostgresStore:
         return await self._submit(self._run_sync, fn, reads)
 
     async def read(self, fn: Callable[[Tx], T], *, quick: bool = False) -> T:
-        """Run a read-only `fn` in one transaction.
+        """Run a read-only `fn` in one transaction; a `quick` one statement
+        by statement instead (`tenure.store.postgres_lookup`).
 
         Not declared READ ONLY: readers may still lock rows (`due_hooks`), and
         on PostgreSQL a reader does not block writers anyway.
         """
+        if quick:
+            return await self._submit(self._lookup_sync, fn)
         return await self._submit(self._run_sync, fn)
 
     async def _submit(self, call: Callable[..., T], *args: Any) -> T:
@@ -210,6 +214,38 @@ class PostgresStore:
         finally:
             self._pool.putconn(conn)
 
+    def _lookup_sync(self, fn: Callable[[Tx], T]) -> T:
+        """A quick read: `fn` on a `LookupTx`, each statement its own round
+        trip. A pooled connection found dead runs `fn` again on another (it
+        has no side effects); after as many as the pool holds, the database
+        is down."""
+        stale = 0
+        while True:
+            conn = self._getconn()
+            tx = LookupTx(conn, self._prepared(conn))
+            try:
+                result = fn(tx)
+            except StoreUnavailable:
+                if (conn.broken or conn.closed) and stale < self._max_size:
+                    stale += 1
+                    continue
+                raise
+            finally:
+                if tx.failure is not None:
+                    self._rollback(conn)
+                self._pool.putconn(conn)
+            if tx.failure is not None:
+                # `fn` swallowed a failed statement: its answer may be wrong.
+                raise tx.failure
+            return result
+
+    def _prepared(self, conn: psycopg.Connection[Any]) -> Prepared:
+        """Which of `postgres_pipe`'s statements `conn` holds."""
+        statements = self._statements.get(conn)
+        if statements is None:
+            statements = self._statements[conn] = Prepared()
+        return statements
+
     def _getconn(self) -> psycopg.Connection[Any]:
         try:
             conn: psycopg.Connection[Any] = self._pool.getconn(timeout=self._timeout)
@@ -224,9 +260,7 @@ class PostgresStore:
         database's clock (unless one was injected), then what `reads` names
         (`pgsql.SQL_AGENT_AND_LEASES`, then `SQL_TASK_LOCKED` or
         `SQL_FIRST_CANDIDATE`)."""
-        statements = self._statements.get(conn)
-        if statements is None:
-            statements = self._statements[conn] = Prepared()
+        statements = self._prepared(conn)
         steps: list[Step] = [(_BEGIN, None)]
         if self._clock is None:
             steps.append((_NOW, ()))

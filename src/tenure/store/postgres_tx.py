@@ -10,9 +10,10 @@ differ (timestamptz takes aware datetimes, see `rows.keep_time`).
 Each operation is one statement. An agent's call reads what it names with
 BEGIN (`prefetched`, see `tenure.store.base.Reads`) and keeps its writes
 for the COMMIT (`tenure.store.postgres_kept`): two round trips, both
-through libpq's pipeline (`tenure.store.postgres_pipe`). Other reads go
-through a psycopg cursor, which prepares a statement on the server after a
-few executions (`prepare_threshold`).
+through libpq's pipeline (`tenure.store.postgres_pipe`), as does a quick
+read's lookup (`tenure.store.postgres_lookup`). Other reads go through a
+psycopg cursor, which prepares a statement on the server after a few
+executions (`prepare_threshold`).
 
 A statement that fails leaves the PostgreSQL transaction aborted, so the
 first failure is remembered (`failure`): the store refuses to commit a unit of
