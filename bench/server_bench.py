@@ -1,4 +1,5 @@
-"""Over the wire: a real `tenure serve` subprocess on SQLite, on loopback.
+"""Over the wire: a real `tenure serve` subprocess on SQLite (or, with
+`--backend postgres`, on the local PostgreSQL), on loopback.
 
 - Open loop: 50 agents each renewing (a progress report) once a second, an
   offered load of 50/s, over HTTP and over MCP (streamable HTTP, the SDK's
@@ -14,6 +15,7 @@ on the file before the server starts (bulk SQL for the 100k), so the server
 is measured, not the set-up.
 
     .venv/bin/python bench/server_bench.py --seconds 20
+    .venv/bin/python bench/server_bench.py --backend postgres --skip-memory
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import Bench, percentile, seed_live
+from common import Bench, percentile, pg_recreate, seed_live
 
 from tenure.auth import ADMIN
 from tenure.clock import SystemClock
 from tenure.core.policy import Policy
 from tenure.monitor import Monitor
 from tenure.service import Coordinator, Options
+from tenure.store.base import Store
+from tenure.store.postgres import open_postgres
 from tenure.store.sqlite import open_sqlite
 
 SERVE = (
@@ -45,6 +49,8 @@ SERVE = (
     "sys.exit(serve(load_settings()))"
 )
 AGENTS = 50
+#: The database `--backend postgres` recreates for the server.
+WIRE_DB = "tenure_bench_wire"
 #: The clients: the lean HTTP one (the server's own latency), httpx's
 #: AsyncClient (what a Python agent using httpx sees), the MCP SDK's client.
 TRANSPORTS = ("lean", "http", "mcp")
@@ -57,10 +63,10 @@ def _free_port() -> int:
 
 
 class Server:
-    """One `tenure serve` process on `db`."""
+    """One `tenure serve` process on the store at `database_url`."""
 
-    def __init__(self, folder: Path, db: Path) -> None:
-        self.folder, self.db, self.port = folder, db, _free_port()
+    def __init__(self, folder: Path, database_url: str) -> None:
+        self.folder, self.database_url, self.port = folder, database_url, _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +76,7 @@ class Server:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TENURE_")}
         env.update(
-            TENURE_STORE_DATABASE_URL=f"sqlite:///{self.db}",
+            TENURE_STORE_DATABASE_URL=self.database_url,
             TENURE_SERVER_HOST="127.0.0.1",
             TENURE_SERVER_PORT=str(self.port),
             TENURE_LOG_LEVEL="WARNING",
@@ -108,15 +114,20 @@ class Server:
         self.process = None
 
 
-async def prepare(db: Path, agents: int, live: int = 0) -> list[tuple[str, str]]:
+async def prepare(database_url: str, agents: int, live: int = 0) -> list[tuple[str, str]]:
     """A board with `agents` agents each holding one lease (and `live` seeded
-    leases); returns (token, task id) per agent."""
-    store = await open_sqlite(db, SystemClock())
+    leases) in the store at `database_url`; returns (token, task id) per agent."""
+    kind = "sqlite" if database_url.startswith("sqlite:///") else "postgres"
+    store: Store
+    if kind == "sqlite":
+        store = await open_sqlite(Path(database_url.removeprefix("sqlite:///")), SystemClock())
+    else:
+        store = await open_postgres(database_url)
     try:
         c = Coordinator(store, Policy(), Options())
         await c.admin.ensure_admin_token()
         await c.admin.create_board(ADMIN, "bench")
-        bench = Bench("sqlite", store, c, Monitor(c), "bench")
+        bench = Bench(kind, store, c, Monitor(c), "bench")
         if live:
             await seed_live(bench, 0, live)
         await c.admin.import_tasks(
@@ -315,15 +326,26 @@ async def closed_loop(agents: list[Any], seconds: float) -> dict[str, Any]:
     return {"concurrency": len(agents), "rate": done / elapsed, "errors": errors}
 
 
-async def bench_wire(folder: Path, seconds: float, closed_seconds: float) -> dict[str, Any]:
+async def bench_wire(
+    folder: Path,
+    seconds: float,
+    closed_seconds: float,
+    *,
+    backend: str = "sqlite",
+    transports: tuple[str, ...] = TRANSPORTS,
+) -> dict[str, Any]:
     """Open and closed loop over HTTP and MCP on one server."""
-    db = folder / "wire.db"
-    held = await prepare(db, AGENTS)
-    server = Server(folder, db)
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'wire.db'}"
+    else:
+        pg_recreate(WIRE_DB)
+        url = f"postgresql://postgres@127.0.0.1:5432/{WIRE_DB}"
+    held = await prepare(url, AGENTS)
+    server = Server(folder, url)
     server.start()
     out: dict[str, Any] = {}
     try:
-        for kind in TRANSPORTS:
+        for kind in transports:
             agents = await _agents(kind, server.url, held)
             try:
                 await closed_loop(agents[:5], 1.0)  # warm the connections and caches
@@ -347,8 +369,9 @@ async def bench_wire(folder: Path, seconds: float, closed_seconds: float) -> dic
 async def bench_memory(folder: Path, live: int) -> dict[str, Any]:
     """RSS of a server with `live` live leases, idle and after calls and a pass."""
     db = folder / "memory.db"
-    held = await prepare(db, 10, live)
-    server = Server(folder, db)
+    url = f"sqlite:///{db}"
+    held = await prepare(url, 10, live)
+    server = Server(folder, url)
     server.start()
     try:
         idle = server.rss_mib()
@@ -387,9 +410,17 @@ async def main() -> None:
     parser.add_argument("--closed-seconds", type=float, default=4.0)
     parser.add_argument("--memory-live", type=int, default=100_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS))
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tenure-wire-"))
-    out = await bench_wire(folder, args.seconds, args.closed_seconds)
+    out = await bench_wire(
+        folder,
+        args.seconds,
+        args.closed_seconds,
+        backend=args.backend,
+        transports=tuple(args.transports.split(",")),
+    )
     if not args.skip_memory:
         out["memory"] = await bench_memory(folder, args.memory_live)
     print(json.dumps(out, indent=1))
