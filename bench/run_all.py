@@ -13,7 +13,8 @@ Parts (each bounded by counts and by time):
 3. over HTTP and MCP on loopback against a `tenure serve` subprocess on
    SQLite: 50 agents renewing once a second (open loop), the highest rate
    with zero errors (closed loop), and the resident size of a server holding
-   100k live leases (`server_bench.py`);
+   100k live leases (`server_bench.py`); then HTTP alone against a server on
+   PostgreSQL;
 4. Procrastinate (installed from PyPI into bench/.venv-procrastinate, never a
    dependency of Tenure) fetching and finishing N no-op jobs at concurrency 1
    and 8, against Tenure claiming and completing N tasks with 1 and 8 agents
@@ -21,7 +22,8 @@ Parts (each bounded by counts and by time):
    (`procrastinate_side.py`, `queue_bench.py`).
 
 PostgreSQL: 127.0.0.1:5432, user postgres (trust). The bench creates the
-databases tenure_bench and procrastinate_bench and drops them at the end.
+databases tenure_bench, tenure_bench_wire and procrastinate_bench and drops
+them at the end.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from inprocess import bench_size  # noqa: E402
 from json_file_baseline import bench_baseline  # noqa: E402
 from monitor_bench import bench_monitor  # noqa: E402
 from queue_bench import queue_rate  # noqa: E402
-from server_bench import TRANSPORTS, bench_memory, bench_wire  # noqa: E402
+from server_bench import TRANSPORTS, WIRE_DB, bench_memory, bench_wire  # noqa: E402
 
 #: How the results name each client of bench/server_bench.py.
 CLIENTS = {
@@ -219,49 +221,9 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
                 f"{r['recovered']:,} | {fmt(r['ms'], 1)} |"
             )
         lines.append("")
-    wire = data.get("wire")
-    if wire:
-        lines += [
-            "## Over the wire (tenure serve on SQLite, loopback)",
-            "",
-            "Open loop: 50 agents, each renewing once a second (50/s offered); latency "
-            "from each call's scheduled moment. The lean client writes each request on a "
-            "kept-alive socket and reads the answer by its length: the server's latency. "
-            "httpx's AsyncClient adds its own cost in the same process (what a Python "
-            "agent using it sees).",
-            "",
-            "| transport | calls | errors | p50 ms | p99 ms | max ms |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for kind in TRANSPORTS:
-            if f"{kind}_open" not in wire:
-                continue  # a run from before the lean client
-            o = wire[f"{kind}_open"]
-            lines.append(
-                f"| {CLIENTS[kind]} | {o['calls']} | {o['errors']} | {o['p50_ms']:.2f} | "
-                f"{o['p99_ms']:.2f} | {o['max_ms']:.2f} |"
-            )
-        lines += [
-            "",
-            "Closed loop: C agents renewing back to back; the highest rate with zero errors.",
-            "",
-            "| transport | C=1 | C=4 | C=16 | C=50 | best with 0 errors |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for kind in TRANSPORTS:
-            if f"{kind}_closed" not in wire:
-                continue
-            c = wire[f"{kind}_closed"]
-            cells = [
-                f"{lv['rate']:,.0f}/s" + (f" ({lv['errors']} err)" if lv["errors"] else "")
-                for lv in c["levels"]
-            ]
-            best = c["best"]
-            lines.append(
-                f"| {CLIENTS[kind]} | {' | '.join(cells)} | "
-                f"{best['rate']:,.0f}/s at C={best.get('concurrency', '-')} |"
-            )
-        lines.append("")
+    for key, store in (("wire", "SQLite"), ("wire_pg", "PostgreSQL")):
+        if data.get(key):
+            lines += _wire_lines(store, data[key])
     mem = data.get("memory")
     if mem:
         lines += [
@@ -329,6 +291,52 @@ def _old_figure_lines(data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _wire_lines(store: str, wire: dict[str, Any]) -> list[str]:
+    """The open- and closed-loop tables of one `bench_wire` run on `store`."""
+    lines = [
+        f"## Over the wire (tenure serve on {store}, loopback)",
+        "",
+        "Open loop: 50 agents, each renewing once a second (50/s offered); latency "
+        "from each call's scheduled moment. The lean client writes each request on a "
+        "kept-alive socket and reads the answer by its length: the server's latency. "
+        "httpx's AsyncClient adds its own cost in the same process (what a Python "
+        "agent using it sees).",
+        "",
+        "| transport | calls | errors | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in TRANSPORTS:
+        if f"{kind}_open" not in wire:
+            continue  # a run from before the lean client
+        o = wire[f"{kind}_open"]
+        lines.append(
+            f"| {CLIENTS[kind]} | {o['calls']} | {o['errors']} | {o['p50_ms']:.2f} | "
+            f"{o['p99_ms']:.2f} | {o['max_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        "Closed loop: C agents renewing back to back; the highest rate with zero errors.",
+        "",
+        "| transport | C=1 | C=4 | C=16 | C=50 | best with 0 errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in TRANSPORTS:
+        if f"{kind}_closed" not in wire:
+            continue
+        c = wire[f"{kind}_closed"]
+        cells = [
+            f"{lv['rate']:,.0f}/s" + (f" ({lv['errors']} err)" if lv["errors"] else "")
+            for lv in c["levels"]
+        ]
+        best = c["best"]
+        lines.append(
+            f"| {CLIENTS[kind]} | {' | '.join(cells)} | "
+            f"{best['rate']:,.0f}/s at C={best.get('concurrency', '-')} |"
+        )
+    lines.append("")
+    return lines
+
+
 async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
     data: dict[str, Any] = {"machine": machine()}
@@ -371,6 +379,16 @@ async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, An
     if "wire" in parts:
         log("over the wire: HTTP and MCP")
         data["wire"] = await bench_wire(folder, cfg["wire_seconds"], cfg["closed_seconds"])
+        if have_pg:
+            log("over the wire on PostgreSQL: HTTP")
+            data["wire_pg"] = await bench_wire(
+                folder,
+                cfg["wire_seconds"],
+                cfg["closed_seconds"],
+                backend="postgres",
+                transports=("lean", "http"),
+            )
+            pg_drop(WIRE_DB)
         log(f"memory: a server with {cfg['memory_live']:,} live leases")
         data["memory"] = await bench_memory(folder, cfg["memory_live"])
     if "queue" in parts and have_pg:
