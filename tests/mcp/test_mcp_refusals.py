@@ -109,3 +109,38 @@ async def test_a_session_answers_only_to_the_token_that_opened_it(steady: LiveSe
         steady.mcp_url, headers={**ACCEPT, **borrowed, "authorization": f"Bearer {owner}"}
     )
     assert response.status_code in (200, 204)
+
+
+async def test_each_call_is_answered_with_one_json_body(steady: LiveServer) -> None:
+    """A request's answer is `application/json` (the spec lets a server pick
+    it over an SSE stream, and requires clients to take both): a client
+    that accepts only JSON is served, one that accepts only SSE is told so."""
+    async with steady.admin() as admin:
+        board, _ = await admin.board("t1")
+        token = await admin.agent(board, "json")
+    auth = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    json_only = {**auth, "accept": "application/json"}
+    opened = httpx.post(steady.mcp_url, json=INITIALIZE, headers=json_only)
+    assert opened.status_code == 200
+    assert opened.headers["content-type"].startswith("application/json")
+    assert opened.json()["result"]["serverInfo"]["name"]
+    session = {
+        **json_only,
+        "mcp-session-id": opened.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-06-18",
+    }
+    ready = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx.post(steady.mcp_url, json=ready, headers=session).status_code == 202
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "request_next_task", "arguments": {}},
+    }
+    answered = httpx.post(steady.mcp_url, json=call, headers=session)
+    assert answered.status_code == 200
+    assert answered.headers["content-type"].startswith("application/json")
+    assert '"t1"' in answered.json()["result"]["content"][0]["text"]
+    sse_only = {**session, "accept": "text/event-stream"}
+    assert httpx.post(steady.mcp_url, json={**call, "id": 3}, headers=sse_only).status_code == 406
+    assert httpx.delete(steady.mcp_url, headers=session).status_code in (200, 204)
