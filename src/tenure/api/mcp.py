@@ -497,17 +497,19 @@ async def mcp_extension(app: Any, runtime: Runtime) -> AsyncIterator[McpEndpoint
 
 
 async def forget_sessions_of_a_previous_run(coordinator: Coordinator) -> int:
-    """Set every agent's open-session count to 0 when no other process can hold any.
+    """Set every agent's open-session count to 0 when no other server can hold any.
 
     MCP sessions live in the memory of the process that served them, and a
     server shutting down closes them without telling the Coordinator (that
     must never make leases suspect). Their counts would stay up for good, and
     an agent whose count never falls back to 0 is never noticed leaving. With
     SQLite one server process owns the database, so at its start no session
-    is open anywhere. With PostgreSQL other replicas may hold sessions, so
-    nothing is reset there. Returns how many agents were reset.
+    is open anywhere. With PostgreSQL, only when no other server runs on the
+    database (`Store.sole_server`); while another runs, nothing is reset.
+    Returns how many agents were reset.
     """
-    if coordinator.store.dialect != "sqlite":
+    if not await coordinator.store.sole_server():
+        log.info("other servers run on this database: MCP session counts are kept")
         return 0
 
     def unit(tx: Tx, effects: Effects) -> int:

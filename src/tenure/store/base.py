@@ -288,6 +288,11 @@ class Store(Protocol):
         PostgreSQL sends each statement alone, one round trip each.
         """
 
+    async def sole_server(self) -> bool:
+        """Whether this is the only server running on the database; a server
+        asks at its start (PostgreSQL: it then counts as running until the
+        store closes; SQLite: one server process owns the file)."""
+
     async def events_after(
         self,
         after_id: int,

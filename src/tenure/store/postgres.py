@@ -28,7 +28,8 @@ Events and followers. Events are appended under a transaction-scoped
 advisory lock (ids become visible in id order) and each append does
 `pg_notify('tenure_events', '<id>')`, delivered at commit. `wait_for_events`
 waits on one dedicated LISTEN connection per store, served by a background
-thread, so a follower on any replica wakes when any replica appends.
+thread (`tenure.store.postgres_follow`), so a follower on any replica wakes
+when any replica appends.
 
 Failures. A connection that cannot be had or breaks (psycopg's
 `OperationalError`, a pool timeout) is `StoreUnavailable`; a pooled
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,8 +62,10 @@ from tenure.store import postgres_pipe
 from tenure.store import postgres_sql as pgsql
 from tenure.store.base import Reads, Tx
 from tenure.store.base import TransientFailure as TransientFailure
+from tenure.store.postgres_follow import Follower
 from tenure.store.postgres_lookup import LookupTx
 from tenure.store.postgres_pipe import Prepared, Step
+from tenure.store.postgres_presence import Presence, holders
 from tenure.store.postgres_schema import (
     DIALECT,
     connect,
@@ -76,7 +78,6 @@ from tenure.store.postgres_schema import (
 from tenure.store.postgres_tx import (
     COUNTER_SHARDS,
     EVENT_SELECT,
-    EVENTS_CHANNEL,
     PostgresTx,
     stored_event,
     translate,
@@ -97,7 +98,6 @@ log = logging.getLogger(__name__)
 #: Skew between a server's clock and the database's worth a warning, seconds.
 _SKEW_WARNING_S = 2.0
 #: How long the listener thread blocks before looking at its stop flag.
-_LISTEN_POLL_S = 0.2
 
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _NOW = "SELECT transaction_timestamp()"
@@ -138,13 +138,8 @@ class PostgresStore:
         self._closed = False
         #: Database clock minus this process's clock, in seconds (measured at open).
         self.clock_skew_s = 0.0
-        # Followers: the highest event id the listener has seen, and who waits.
-        self._seen_lock = threading.Lock()
-        self._seen_max = 0
-        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._listener: threading.Thread | None = None
-        self._stop_listening = threading.Event()
-        self._listening = threading.Event()
+        self._follower = Follower(dsn, connect_timeout)
+        self._presence: Presence | None = None
 
     @property
     def dsn(self) -> str:
@@ -365,22 +360,7 @@ class PostgresStore:
         """Return once an event with id > `after_id` may exist, or after `timeout` s."""
         if self._closed:
             raise StoreUnavailable("the store is closed")
-        self._ensure_listener()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        entry = (after_id, loop, future)
-        with self._seen_lock:
-            if self._seen_max > after_id:
-                return
-            self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._seen_lock:
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
+        await self._follower.wait(after_id, timeout)
 
     async def listen(self, timeout: float = 5.0) -> bool:
         """Start following the event log now; True once LISTEN is in place.
@@ -389,54 +369,21 @@ class PostgresStore:
         (an SSE endpoint, a test) makes sure the first wait already hears
         NOTIFY rather than only the catch-up read.
         """
-        self._ensure_listener()
-        return await asyncio.to_thread(self._listening.wait, timeout)
-
-    def _ensure_listener(self) -> None:
-        if self._listener is not None:
-            return
-        self._listener = threading.Thread(target=self._listen, name="tenure-pg-listen", daemon=True)
-        self._listener.start()
-
-    def _listen(self) -> None:
-        """The listener thread: LISTEN, and pass every notified id to `_saw`.
-
-        After each (re)connection it reads the highest id, so nothing
-        committed while it was not listening is missed.
-        """
-        backoff = 0.1
-        while not self._stop_listening.is_set():
-            try:
-                with psycopg.connect(
-                    self._dsn, **connect_kwargs(self._dsn, self._connect_timeout)
-                ) as conn:
-                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-                    row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-                    self._saw(int(row[0]) if row else 0)
-                    self._listening.set()
-                    backoff = 0.1
-                    while not self._stop_listening.is_set():
-                        for note in conn.notifies(timeout=_LISTEN_POLL_S):
-                            if note.payload.isdigit():  # anyone may NOTIFY the channel
-                                self._saw(int(note.payload))
-            except psycopg.Error:
-                self._listening.clear()
-                log.warning("event listener lost its connection; reconnecting", exc_info=True)
-                self._stop_listening.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def _saw(self, event_id: int) -> None:
-        with self._seen_lock:
-            if event_id <= self._seen_max:
-                return
-            self._seen_max = event_id
-            woken = [entry for entry in self._waiters if entry[0] < event_id]
-            for entry in woken:
-                self._waiters.remove(entry)
-        for _, loop, future in woken:
-            loop.call_soon_threadsafe(_resolve, future)
+        return await self._follower.listen(timeout)
 
     # life ------------------------------------------------------------------
+
+    async def sole_server(self, timeout: float = 5.0) -> bool:
+        """Join the servers running on this database, for as long as this
+        store is open (`tenure.store.postgres_presence`), and say whether
+        this one is the only one. False when that cannot be told in time."""
+        if self._presence is None:
+            self._presence = Presence(self._dsn, self._connect_timeout)
+            self._presence.start()
+        if not await asyncio.to_thread(self._presence.held.wait, timeout):
+            return False
+        count: int = await self._submit(self._outside_transaction, holders)
+        return count == 1
 
     def measure_clock_skew(self) -> float:
         """Database clock minus `process_clock`, in seconds (blocking; at open)."""
@@ -474,18 +421,16 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        self._stop_listening.set()
+        self._follower.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._close_sync)
 
     def _close_sync(self) -> None:
-        if self._listener is not None:
-            self._listener.join()
+        self._follower.join()
+        if self._presence is not None:
+            self._presence.stop()
         self._executor.shutdown(wait=True)
         self._pool.close()
-        with self._seen_lock:
-            waiters, self._waiters = self._waiters, []
-        for _, loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+        self._follower.release()
 
 
 class _StaleConnection(Exception):
@@ -494,11 +439,6 @@ class _StaleConnection(Exception):
     def __init__(self, error: StoreUnavailable) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _read_steps(reads: Reads) -> list[Step]:

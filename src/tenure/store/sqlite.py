@@ -438,6 +438,10 @@ class SqliteStore:
             self._reader_pool, self._read_sync, fn
         )
 
+    async def sole_server(self) -> bool:
+        """Always: one server process owns a SQLite file."""
+        return True
+
     # the event log ----------------------------------------------------------------
 
     def _events_committed(self, last_event_id: int) -> None:

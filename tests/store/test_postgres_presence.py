@@ -1,0 +1,126 @@
+"""Which servers run on a PostgreSQL database (`tenure.store.postgres_presence`),
+and the MCP session counts a server forgets at its start only when alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+from tests.support.pg import fresh_postgres_dsn, terminate_sessions
+
+from tenure.api.mcp import forget_sessions_of_a_previous_run
+from tenure.auth import ADMIN
+from tenure.service import Coordinator
+from tenure.store.postgres import PostgresStore, open_postgres
+from tenure.store.postgres_log import EVENTS_LOCK_KEY
+from tenure.store.postgres_presence import PRESENCE_KEY
+from tenure.store.postgres_schema import MIGRATE_LOCK_KEY
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def dsn() -> str:
+    return fresh_postgres_dsn()
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[list[PostgresStore]]:
+    opened: list[PostgresStore] = []
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+async def _open(stores: list[PostgresStore], dsn: str) -> PostgresStore:
+    store = await open_postgres(dsn, max_size=2)
+    stores.append(store)
+    return store
+
+
+async def test_a_server_is_alone_until_another_joins_and_after_it_leaves(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    first = await _open(stores, dsn)
+    assert await first.sole_server()
+    second = await _open(stores, dsn)
+    assert not await second.sole_server()
+    assert not await first.sole_server()
+    await second.close()
+    assert await first.sole_server()
+    # A store that never asked is no server: it does not count.
+    await _open(stores, dsn)
+    assert await first.sole_server()
+
+
+async def test_a_lost_presence_connection_is_taken_again(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    first = await _open(stores, dsn)
+    assert await first.sole_server()
+    terminate_sessions(dsn)  # as if the database restarted
+    second = await _open(stores, dsn)
+    deadline = time.monotonic() + 15
+    while await second.sole_server():
+        # The first server's lock is gone until its thread reconnects.
+        assert time.monotonic() < deadline, "the presence lock was never taken again"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_server_that_died_no_longer_counts(stores: list[PostgresStore], dsn: str) -> None:
+    """A holder's connection closing (its process ending, however it ends)
+    lets go of the lock."""
+    other = psycopg.connect(dsn, autocommit=True)
+    other.execute("SELECT pg_advisory_lock_shared(%s)", (PRESENCE_KEY,))
+    store = await _open(stores, dsn)
+    assert not await store.sole_server()
+    other.close()
+    assert await store.sole_server()
+
+
+async def _agent_with_sessions(coordinator: Coordinator, sessions: int) -> None:
+    await coordinator.admin.create_board(ADMIN, "b")
+    await coordinator.admin.register_agent(ADMIN, {"id": "a"}, "b")
+
+    def unit(tx: Any, effects: Any) -> None:
+        agent = tx.get_agent("b", "a")
+        tx.update_agent(replace(agent, open_sessions=sessions))
+
+    await coordinator.run(unit)
+
+
+async def _sessions(coordinator: Coordinator) -> int:
+    agent = await coordinator.store.read(lambda tx: tx.get_agent("b", "a"))
+    assert agent is not None
+    return int(agent.open_sessions)
+
+
+async def test_a_lone_server_forgets_the_sessions_of_a_previous_run(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    coordinator = Coordinator(await _open(stores, dsn))
+    await _agent_with_sessions(coordinator, 2)
+    assert await forget_sessions_of_a_previous_run(coordinator) == 1
+    assert await _sessions(coordinator) == 0
+
+
+async def test_a_server_beside_another_keeps_the_session_counts(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    running = await _open(stores, dsn)
+    assert await running.sole_server()
+    coordinator = Coordinator(await _open(stores, dsn))
+    await _agent_with_sessions(coordinator, 2)
+    assert await forget_sessions_of_a_previous_run(coordinator) == 0
+    assert await _sessions(coordinator) == 2
+
+
+def test_the_advisory_lock_keys_are_distinct() -> None:
+    """A shared key would make a server's presence block the migrations, or
+    the event log's appends."""
+    assert len({PRESENCE_KEY, EVENTS_LOCK_KEY, MIGRATE_LOCK_KEY}) == 3
