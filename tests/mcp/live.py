@@ -37,6 +37,8 @@ from mcp.client.streamable_http import streamable_http_client
 from tenure.auth import ADMIN
 from tenure.service import Coordinator
 from tenure.settings import load_settings
+from tenure.store.base import Store
+from tenure.store.postgres import open_postgres
 from tenure.store.sqlite import open_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +57,8 @@ def free_port() -> int:
 
 @dataclass
 class LiveServer:
-    """One `tenure serve` process on its own SQLite file."""
+    """One `tenure serve` process on its own SQLite file (or on the
+    PostgreSQL database `env` names in `TENURE_STORE_DATABASE_URL`)."""
 
     directory: Path
     env: dict[str, str]
@@ -81,8 +84,8 @@ class LiveServer:
             TENURE_SERVER_HOST="127.0.0.1",
             TENURE_SERVER_PORT=str(self.port),
             TENURE_LOG_LEVEL="WARNING",
-            **self.env,
         )
+        env.update(self.env)
         return env
 
     def start(self, timeout: float = 20.0) -> None:
@@ -123,9 +126,14 @@ class LiveServer:
 
     @asynccontextmanager
     async def admin(self) -> AsyncIterator[Admin]:
-        """A Coordinator of the test's own on the server's database file."""
-        settings = load_settings(self.server_env(), toml_path=None)
-        store = await open_sqlite(self.db)
+        """A Coordinator of the test's own on the server's database (its
+        SQLite file, or the PostgreSQL database `env` names)."""
+        env = self.server_env()
+        settings = load_settings(env, toml_path=None)
+        url = env["TENURE_STORE_DATABASE_URL"]
+        store: Store = (
+            await open_postgres(url) if url.startswith("postgresql") else await open_sqlite(self.db)
+        )
         try:
             yield Admin(Coordinator(store, settings.policy()))
         finally:

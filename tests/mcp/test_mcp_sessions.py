@@ -6,11 +6,13 @@ import os
 import signal
 import time
 from contextlib import suppress
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import anyio
 import httpx2
+import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
@@ -24,6 +26,7 @@ from tests.mcp.live import (
     stored,
     wait_for,
 )
+from tests.support.pg import fresh_postgres_dsn, postgres_url
 
 from tenure.auth import ADMIN
 
@@ -204,6 +207,41 @@ async def test_a_server_restart_marks_nothing_suspect_and_the_proxy_reconnects(
                 assert await _open_sessions(admin, board, "a") == 1
     finally:
         server.stop()
+
+
+@pytest.mark.postgres
+async def test_a_server_on_postgresql_forgets_old_session_counts_only_when_alone(
+    tmp_path: Any,
+) -> None:
+    """Counts left by servers that stopped are reset by one that starts
+    alone; one that starts beside a running replica keeps them."""
+    env = {"TENURE_STORE_DATABASE_URL": postgres_url(fresh_postgres_dsn())}
+    first, second = LiveServer(tmp_path / "a", env), LiveServer(tmp_path / "b", env)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    async def left_open(sessions: int) -> None:
+        def unit(tx: Any, effects: Any) -> None:
+            tx.update_agent(replace(tx.get_agent(board, "a"), open_sessions=sessions))
+
+        async with first.admin() as admin:
+            await admin.coordinator.run(unit)
+
+    async with first.admin() as admin:
+        board, _ = await admin.board()
+        await admin.agent(board, "a")
+    await left_open(2)
+    try:
+        await anyio.to_thread.run_sync(first.start)
+        async with first.admin() as admin:
+            assert await _open_sessions(admin, board, "a") == 0
+        await left_open(2)
+        await anyio.to_thread.run_sync(second.start)
+        async with second.admin() as admin:
+            assert await _open_sessions(admin, board, "a") == 2
+    finally:
+        second.stop()
+        first.stop()
 
 
 async def test_probing_clients_get_sessions_and_sessionless_ones_still_work(

@@ -7,28 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
 import pytest
 from tests.reliability.chaos import Plan, run, short_leases
 from tests.reliability.cluster import Cluster
 from tests.reliability.invariants import load_postgres
-from tests.support.pg import fresh_postgres_dsn
+from tests.support.pg import fresh_postgres_dsn, postgres_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("chaos-replicas")]
-
-
-def as_url(dsn: str) -> str:
-    """A libpq DSN as the postgresql:// URL `tenure serve` takes."""
-    parts = psycopg.conninfo.conninfo_to_dict(dsn)
-    user = parts.get("user", "postgres")
-    return f"postgresql://{user}@{parts['host']}:{parts['port']}/{parts['dbname']}"
 
 
 @pytest.mark.timeout(240)
 def test_three_replicas_killed_at_random_break_no_invariant(tmp_path: Path) -> None:
     dsn = fresh_postgres_dsn()
     plan = Plan()
-    cluster = Cluster(tmp_path, as_url(dsn), short_leases(interval=plan.interval_s), n=3)
+    cluster = Cluster(tmp_path, postgres_url(dsn), short_leases(interval=plan.interval_s), n=3)
     cluster.start()
     outcome = run(cluster, plan, lambda: load_postgres(dsn, "chaos"))
     print(f"\nchaos across 3 replicas on PostgreSQL (seed {plan.seed}):\n{outcome.report()}")

@@ -219,3 +219,10 @@ def terminate_sessions(dsn: str) -> None:
             "WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
+
+
+def postgres_url(dsn: str) -> str:
+    """A libpq DSN as the postgresql:// URL `tenure serve` takes."""
+    parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    user = parts.get("user", "postgres")
+    return f"postgresql://{user}@{parts['host']}:{parts['port']}/{parts['dbname']}"
