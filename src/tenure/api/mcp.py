@@ -509,7 +509,7 @@ async def forget_sessions_of_a_previous_run(coordinator: Coordinator) -> int:
     Returns how many agents were reset.
     """
     if not await coordinator.store.sole_server():
-        log.info("other servers run on this database: MCP session counts are kept")
+        log.info("not known to be the only server on this database: MCP session counts kept")
         return 0
 
     def unit(tx: Tx, effects: Effects) -> int:

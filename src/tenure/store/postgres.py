@@ -97,7 +97,6 @@ log = logging.getLogger(__name__)
 
 #: Skew between a server's clock and the database's worth a warning, seconds.
 _SKEW_WARNING_S = 2.0
-#: How long the listener thread blocks before looking at its stop flag.
 
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _NOW = "SELECT transaction_timestamp()"
