@@ -12,7 +12,13 @@ Every server says it runs by holding a shared session-level advisory lock
 its process ends, however it ends, PostgreSQL drops the connection and the
 lock with it. A server that holds the lock and counts one holder is alone.
 Two servers starting together both hold before they count, so each counts
-two and neither resets: never a reset while another server runs.
+two and neither resets.
+
+One window remains: a running server whose lock connection was lost (the
+database restarted) takes the lock again within about `CHECK_S` seconds,
+and a server starting in between counts itself alone and resets the counts
+of the sessions the other still holds. An agent with sessions on both may
+then be seen leaving when one of them closes; its next call clears that.
 """
 
 from __future__ import annotations
