@@ -9,15 +9,13 @@ follower on any replica wakes when any replica appends.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
+from typing import Any
 
 import psycopg
 
+from tenure.store.postgres_dedicated import hold
 from tenure.store.postgres_log import EVENTS_CHANNEL
-from tenure.store.postgres_schema import connect_kwargs
-
-log = logging.getLogger(__name__)
 
 #: How long the listener waits for a notification before checking whether
 #: it should stop, in seconds.
@@ -93,26 +91,24 @@ class Follower:
         After each (re)connection it reads the highest id, so nothing
         committed while it was not listening is missed.
         """
-        backoff = 0.1
+        hold(
+            self._dsn,
+            self._connect_timeout,
+            self._stop,
+            self._follow,
+            self._listening.clear,
+            "the event listener",
+        )
+
+    def _follow(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+        self._saw(int(row[0]) if row else 0)
+        self._listening.set()
         while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self._dsn, **connect_kwargs(self._dsn, self._connect_timeout)
-                ) as conn:
-                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-                    row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-                    self._saw(int(row[0]) if row else 0)
-                    self._listening.set()
-                    backoff = 0.1
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=_LISTEN_POLL_S):
-                            if note.payload.isdigit():  # anyone may NOTIFY the channel
-                                self._saw(int(note.payload))
-            except psycopg.Error:
-                self._listening.clear()
-                log.warning("event listener lost its connection; reconnecting", exc_info=True)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+            for note in conn.notifies(timeout=_LISTEN_POLL_S):
+                if note.payload.isdigit():  # anyone may NOTIFY the channel
+                    self._saw(int(note.payload))
 
     def _saw(self, event_id: int) -> None:
         with self._seen_lock:

@@ -23,15 +23,12 @@ then be seen leaving when one of them closes; its next call clears that.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
 import psycopg
 
-from tenure.store.postgres_schema import connect_kwargs
-
-log = logging.getLogger(__name__)
+from tenure.store.postgres_dedicated import hold
 
 #: The presence lock: "tenure" and 3 (1 is the events lock,
 #: `postgres_log.EVENTS_LOCK_KEY`; 2 the migrations', `postgres_schema.MIGRATE_LOCK_KEY`).
@@ -74,22 +71,13 @@ class Presence:
             self._thread.join()
 
     def _hold(self) -> None:
-        backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self._dsn, **connect_kwargs(self._dsn, self._connect_timeout)
-                ) as conn:
-                    conn.execute("SELECT pg_advisory_lock_shared(%s)", (PRESENCE_KEY,))
-                    self.held.set()
-                    backoff = 0.1
-                    while not self._stop.wait(CHECK_S):
-                        conn.execute("SELECT 1")
-            except psycopg.Error:
-                log.warning("the presence lock's connection was lost; reconnecting", exc_info=True)
-            self.held.clear()
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+        hold(self._dsn, self._connect_timeout, self._stop, self._keep, self.held.clear, "presence")
+
+    def _keep(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_advisory_lock_shared(%s)", (PRESENCE_KEY,))
+        self.held.set()
+        while not self._stop.wait(CHECK_S):
+            conn.execute("SELECT 1")  # a lost connection shows here
 
 
 def holders(conn: psycopg.Connection[Any]) -> int:
