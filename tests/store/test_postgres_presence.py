@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import psycopg
 import pytest
-from tests.support.pg import fresh_postgres_dsn, terminate_sessions
+from tests.support.pg import fresh_postgres_dsn, open_into, terminate_sessions
 
 from tenure.api.mcp import forget_sessions_of_a_previous_run
 from tenure.auth import ADMIN
 from tenure.service import Coordinator
-from tenure.store.postgres import PostgresStore, open_postgres
+from tenure.store.postgres import PostgresStore
 from tenure.store.postgres_log import EVENTS_LOCK_KEY
 from tenure.store.postgres_presence import PRESENCE_KEY
 from tenure.store.postgres_schema import MIGRATE_LOCK_KEY
@@ -29,42 +28,28 @@ def dsn() -> str:
     return fresh_postgres_dsn()
 
 
-@pytest.fixture
-async def stores() -> AsyncIterator[list[PostgresStore]]:
-    opened: list[PostgresStore] = []
-    yield opened
-    for store in opened:
-        await store.close()
-
-
-async def _open(stores: list[PostgresStore], dsn: str) -> PostgresStore:
-    store = await open_postgres(dsn, max_size=2)
-    stores.append(store)
-    return store
-
-
 async def test_a_server_is_alone_until_another_joins_and_after_it_leaves(
     stores: list[PostgresStore], dsn: str
 ) -> None:
-    first = await _open(stores, dsn)
+    first = await open_into(stores, dsn)
     assert await first.sole_server()
-    second = await _open(stores, dsn)
+    second = await open_into(stores, dsn)
     assert not await second.sole_server()
     assert not await first.sole_server()
     await second.close()
     assert await first.sole_server()
     # A store that never asked is no server: it does not count.
-    await _open(stores, dsn)
+    await open_into(stores, dsn)
     assert await first.sole_server()
 
 
 async def test_a_lost_presence_connection_is_taken_again(
     stores: list[PostgresStore], dsn: str
 ) -> None:
-    first = await _open(stores, dsn)
+    first = await open_into(stores, dsn)
     assert await first.sole_server()
     terminate_sessions(dsn)  # as if the database restarted
-    second = await _open(stores, dsn)
+    second = await open_into(stores, dsn)
     deadline = time.monotonic() + 15
     while await second.sole_server():
         # The first server's lock is gone until its thread reconnects.
@@ -77,7 +62,7 @@ async def test_a_server_that_died_no_longer_counts(stores: list[PostgresStore], 
     lets go of the lock."""
     other = psycopg.connect(dsn, autocommit=True)
     other.execute("SELECT pg_advisory_lock_shared(%s)", (PRESENCE_KEY,))
-    store = await _open(stores, dsn)
+    store = await open_into(stores, dsn)
     assert not await store.sole_server()
     other.close()
     assert await store.sole_server()
@@ -103,7 +88,7 @@ async def _sessions(coordinator: Coordinator) -> int:
 async def test_a_lone_server_forgets_the_sessions_of_a_previous_run(
     stores: list[PostgresStore], dsn: str
 ) -> None:
-    coordinator = Coordinator(await _open(stores, dsn))
+    coordinator = Coordinator(await open_into(stores, dsn))
     await _agent_with_sessions(coordinator, 2)
     assert await forget_sessions_of_a_previous_run(coordinator) == 1
     assert await _sessions(coordinator) == 0
@@ -112,9 +97,9 @@ async def test_a_lone_server_forgets_the_sessions_of_a_previous_run(
 async def test_a_server_beside_another_keeps_the_session_counts(
     stores: list[PostgresStore], dsn: str
 ) -> None:
-    running = await _open(stores, dsn)
+    running = await open_into(stores, dsn)
     assert await running.sole_server()
-    coordinator = Coordinator(await _open(stores, dsn))
+    coordinator = Coordinator(await open_into(stores, dsn))
     await _agent_with_sessions(coordinator, 2)
     assert await forget_sessions_of_a_previous_run(coordinator) == 0
     assert await _sessions(coordinator) == 2

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -27,7 +27,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.support.pg import empty_postgres_dsn, fresh_postgres_dsn, terminate_sessions
+from tests.support.pg import (
+    empty_postgres_dsn,
+    fresh_postgres_dsn,
+    open_into,
+    terminate_sessions,
+)
 
 from tenure.clock import FakeClock, OffsetClock
 from tenure.core.errors import Conflict, InvalidInput, StoreUnavailable
@@ -62,22 +67,6 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def dsn() -> str:
     return fresh_postgres_dsn()
-
-
-@pytest.fixture
-async def stores() -> AsyncIterator[list[PostgresStore]]:
-    """Stores a test opens; closed at its end whatever happens."""
-    opened: list[PostgresStore] = []
-    yield opened
-    for store in opened:
-        await store.close()
-
-
-async def _open(stores: list[PostgresStore], dsn: str, **options: Any) -> PostgresStore:
-    options.setdefault("max_size", 2)
-    store = await open_postgres(dsn, **options)
-    stores.append(store)
-    return store
 
 
 def _only(task: Task | None) -> Task:
@@ -128,7 +117,7 @@ async def test_a_unit_that_reads_a_row_written_after_it_began_takes_the_later_ti
     """READ COMMITTED shows a unit rows committed after its BEGIN; its `now` then
     moves up to the write time it read, so nothing it stamps comes before what
     it acts on (a claim before the recovery it claims, say)."""
-    store = await _open(stores, dsn)
+    store = await open_into(stores, dsn)
     await store.run(_board_with_tasks(1))
     started, go_on = threading.Event(), threading.Event()
 
@@ -166,8 +155,8 @@ async def test_servers_with_clocks_ten_minutes_apart_judge_expiry_identically(
 ) -> None:
     ahead = OffsetClock(timedelta(minutes=5))
     behind = OffsetClock(timedelta(minutes=-5))
-    east = await _open(stores, dsn, process_clock=ahead)
-    west = await _open(stores, dsn, process_clock=behind)
+    east = await open_into(stores, dsn, process_clock=ahead)
+    west = await open_into(stores, dsn, process_clock=behind)
     # Each store measured its own server's clock against the database's:
     # the two servers really disagree by ten minutes.
     assert east.clock_skew_s == pytest.approx(-300, abs=2)
@@ -193,8 +182,8 @@ async def test_servers_with_clocks_ten_minutes_apart_judge_expiry_identically(
 
     # The control: had each server judged on its own clock, they would
     # disagree (the east one would recover a lease the west one keeps).
-    east_own = await _open(stores, dsn, clock=ahead)
-    west_own = await _open(stores, dsn, clock=behind)
+    east_own = await open_into(stores, dsn, clock=ahead)
+    west_own = await open_into(stores, dsn, clock=behind)
     assert (await east_own.run(judge))[1] == ["t001", "t000"]
     assert (await west_own.run(judge))[1] == []
 
@@ -203,14 +192,14 @@ async def test_an_injected_clock_replaces_the_database_clock(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
     clock = FakeClock(T0)
-    store = await _open(stores, dsn, clock=clock)
+    store = await open_into(stores, dsn, clock=clock)
     assert await store.run(lambda tx: tx.now) == T0
     clock.advance(90)
     assert await store.read(lambda tx: tx.now) == T0 + timedelta(seconds=90)
 
 
 async def test_the_dsns_own_options_are_kept(dsn: str, stores: list[PostgresStore]) -> None:
-    store = await _open(stores, f"{dsn} options='-c statement_timeout=4321'")
+    store = await open_into(stores, f"{dsn} options='-c statement_timeout=4321'")
     with store._pool.connection() as conn:  # the pool's settings, as units of work get them
         settings = conn.execute(
             "SELECT current_setting('statement_timeout'), current_setting('TimeZone')"
@@ -233,8 +222,8 @@ def _append(task_id: str | None = None) -> Callable[[Tx], int]:
 async def test_an_event_written_through_one_store_wakes_a_follower_on_another(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    writer = await _open(stores, dsn)
-    follower = await _open(stores, dsn)
+    writer = await open_into(stores, dsn)
+    follower = await open_into(stores, dsn)
     await writer.run(_board_with_tasks(1))
     assert await follower.listen(timeout=10)
 
@@ -250,11 +239,26 @@ async def test_an_event_written_through_one_store_wakes_a_follower_on_another(
         assert [(event.id, event.task_id) for event in seen] == [(event_id, f"t{round_:03d}")]
 
 
+async def test_a_follower_whose_connection_died_hears_what_was_written_meanwhile(
+    dsn: str, stores: list[PostgresStore]
+) -> None:
+    """The listener connects again (after a pause) and reads the highest id:
+    a write made while it was not listening still wakes its waiters."""
+    writer = await open_into(stores, dsn)
+    follower = await open_into(stores, dsn)
+    await writer.run(_board_with_tasks(1))
+    assert await follower.listen(timeout=10)
+    terminate_sessions(dsn)  # the listener's connection too
+    event_id = await writer.run(_append("t000"))
+    await asyncio.wait_for(follower.wait_for_events(event_id - 1, timeout=60), timeout=20)
+    assert await follower.listen(timeout=10)
+
+
 async def test_a_follower_started_after_the_write_returns_at_once(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    writer = await _open(stores, dsn)
-    follower = await _open(stores, dsn)
+    writer = await open_into(stores, dsn)
+    follower = await open_into(stores, dsn)
     await writer.run(_board_with_tasks(0))
     await writer.run(_append())
     await asyncio.wait_for(follower.wait_for_events(0, timeout=60), timeout=10)
@@ -265,7 +269,7 @@ async def test_a_follower_started_after_the_write_returns_at_once(
 async def test_event_ids_become_visible_in_order_under_concurrent_appenders(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn, max_size=3)
+    store = await open_into(stores, dsn, max_size=3)
     await store.run(_board_with_tasks(0))
     release = threading.Event()
 
@@ -316,7 +320,7 @@ async def test_a_sigkilled_writer_loses_no_acknowledged_operation(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
     agents = 6
-    setup = await _open(stores, dsn)
+    setup = await open_into(stores, dsn)
     await setup.run(_board_with_tasks(400, agents=agents))
 
     child = await asyncio.create_subprocess_exec(
@@ -347,7 +351,7 @@ async def test_a_sigkilled_writer_loses_no_acknowledged_operation(
             acks.append(line.split())
     assert child.returncode == -9
 
-    reopened = await _open(stores, dsn)
+    reopened = await open_into(stores, dsn)
 
     def load(tx: Tx) -> tuple[list[Task], dict[tuple[str, int], Lease]]:
         tasks = tx.list_tasks(BOARD)
@@ -390,7 +394,7 @@ def _assert_tasks_and_leases_agree(tasks: list[Task], leases: list[Lease]) -> No
 async def test_a_deadlock_is_a_transient_conflict_for_one_side_and_the_other_commits(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn, max_size=3)
+    store = await open_into(stores, dsn, max_size=3)
     await store.run(_board_with_tasks(2))
     both_hold_one = threading.Barrier(2, timeout=30)
 
@@ -420,7 +424,7 @@ async def test_a_deadlock_is_a_transient_conflict_for_one_side_and_the_other_com
 async def test_a_unit_of_work_that_swallows_a_failed_statement_is_not_committed(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn)
+    store = await open_into(stores, dsn)
     await store.run(_board_with_tasks(1))
 
     def swallows(tx: Tx) -> str:
@@ -458,7 +462,7 @@ async def test_opening_a_store_on_a_closed_port_is_store_unavailable() -> None:
 async def test_killed_connections_are_replaced_without_the_caller_noticing(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn, min_size=2)
+    store = await open_into(stores, dsn, min_size=2)
     await store.run(_board_with_tasks(1))
     terminate_sessions(dsn)
     assert [task.id for task in await store.run(lambda tx: tx.list_tasks(BOARD))] == ["t000"]
@@ -471,7 +475,7 @@ async def test_killed_connections_are_replaced_without_the_caller_noticing(
 async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_half_written(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn, timeout=1.0, connect_timeout=1.0)
+    store = await open_into(stores, dsn, timeout=1.0, connect_timeout=1.0)
     await store.run(_board_with_tasks(1))
     name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
@@ -502,7 +506,7 @@ async def test_a_database_that_goes_down_gives_store_unavailable_and_nothing_hal
 async def test_a_write_cut_off_mid_transaction_keeps_nothing(
     dsn: str, stores: list[PostgresStore]
 ) -> None:
-    store = await _open(stores, dsn)
+    store = await open_into(stores, dsn)
     await store.run(_board_with_tasks(1))
 
     def half_written(tx: Tx) -> None:
@@ -636,7 +640,7 @@ async def test_a_unit_that_names_its_agent_reads_it_and_its_leases_with_begin(
 ) -> None:
     """The agent and its leases come with BEGIN's round trip: the unit's own
     reads of them send no statement; with the database's clock as well."""
-    store = await _open(stores, dsn)
+    store = await open_into(stores, dsn)
     await store.run(_board_with_tasks(2, agents=1))
     await store.run(lambda tx: tx.insert_lease(_lease("t000", tx.now, timedelta(seconds=60))))
     sent = _count_statements(monkeypatch)
@@ -660,7 +664,7 @@ async def test_a_units_task_or_first_claim_candidate_comes_with_begin(
     BEGIN's round trip: the unit's own read of it sends no statement. A claim
     by an agent holding `claim_below` live leases or more reads nothing with
     BEGIN and asks the database as before; so does a read of another task."""
-    store = await _open(stores, dsn)
+    store = await open_into(stores, dsn)
     await store.run(_board_with_tasks(2, agents=1))
     sent = _count_statements(monkeypatch)
 
@@ -693,7 +697,7 @@ async def test_the_read_with_begin_survives_its_statement_being_deallocated(
     statements, when it holds some of its own) or leave them, and anyone may
     DEALLOCATE one, or all; each time the next call prepares them again, and
     answers the same."""
-    store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
+    store = await open_into(stores, dsn, max_size=1)  # one connection: every unit shares it
     await store.run(_board_with_tasks(1, agents=1))
 
     def reads(tx: Tx) -> tuple[Agent | None, Task | None]:
@@ -734,7 +738,7 @@ async def test_writes_sent_with_commit_survive_their_statements_being_deallocate
     connection. Deallocated during a unit, by someone else, they fail it as
     a lost race (nothing of it kept, safe to run again); the next unit
     prepares them anew."""
-    store = await _open(stores, dsn, max_size=1)  # one connection: every unit shares it
+    store = await open_into(stores, dsn, max_size=1)  # one connection: every unit shares it
     await store.run(_board_with_tasks(1, agents=1))
 
     def seen(at: datetime, *, spoil: bool = False) -> Callable[[Tx], None]:

@@ -226,3 +226,12 @@ def postgres_url(dsn: str) -> str:
     parts = psycopg.conninfo.conninfo_to_dict(dsn)
     user = parts.get("user", "postgres")
     return f"postgresql://{user}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+
+
+async def open_into(stores: list[PostgresStore], dsn: str, **options: Any) -> PostgresStore:
+    """A store on `dsn` (a pool of 2 unless `options` say otherwise), kept
+    in `stores` so the test's fixture closes it."""
+    options.setdefault("max_size", 2)
+    store = await open_postgres(dsn, **options)
+    stores.append(store)
+    return store
