@@ -209,29 +209,37 @@ class PostgresStore:
             self._pool.putconn(conn)
 
     def _lookup_sync(self, fn: Callable[[Tx], T]) -> T:
-        """A quick read: `fn` on a `LookupTx`, each statement its own round
-        trip. A pooled connection found dead runs `fn` again on another (it
-        has no side effects); after as many as the pool holds, the database
-        is down."""
-        stale = 0
-        while True:
-            conn = self._getconn()
+        """A quick read: `fn` on a `LookupTx`, each statement its own round trip."""
+
+        def lookup(conn: psycopg.Connection[Any]) -> T:
             tx = LookupTx(conn, self._prepared(conn))
             try:
                 result = fn(tx)
-            except StoreUnavailable:
-                if (conn.broken or conn.closed) and stale < self._max_size:
-                    stale += 1
-                    continue
-                raise
             finally:
                 if tx.failure is not None:
                     self._rollback(conn)
-                self._pool.putconn(conn)
             if tx.failure is not None:
                 # `fn` swallowed a failed statement: its answer may be wrong.
                 raise tx.failure
             return result
+
+        return self._on_a_live_connection(lookup)
+
+    def _on_a_live_connection(self, read: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`read` on a pooled connection, and again on another if the one it
+        had was found dead: a read has no effect, so it may run twice. After
+        as many dead connections as the pool holds, the database is down and
+        the last error stands."""
+        for attempt in range(self._max_size + 1):
+            conn = self._getconn()
+            try:
+                return read(conn)
+            except (psycopg.Error, StoreUnavailable):
+                if attempt == self._max_size or not (conn.broken or conn.closed):
+                    raise
+            finally:
+                self._pool.putconn(conn)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _prepared(self, conn: psycopg.Connection[Any]) -> Prepared:
         """Which of `postgres_pipe`'s statements `conn` holds."""
@@ -338,22 +346,12 @@ class PostgresStore:
         return [stored_event(row) for row in found]
 
     def _outside_transaction(self, read: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run one read-only statement in autocommit (no BEGIN/COMMIT round trips).
-
-        A pooled connection found dead is replaced, as for units of work:
-        the read had no effect, so it is safe to repeat.
-        """
-        for _ in range(self._max_size + 1):
-            conn = self._getconn()
-            try:
-                return read(conn)
-            except psycopg.Error as exc:
-                if not (conn.broken or conn.closed):
-                    raise _translated(exc) from exc
-                last = exc
-            finally:
-                self._pool.putconn(conn)
-        raise _translated(last) from last
+        """Run one read-only statement in autocommit (no BEGIN/COMMIT round
+        trips), on another connection if the first was found dead."""
+        try:
+            return self._on_a_live_connection(read)
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
 
     async def wait_for_events(self, after_id: int, timeout: float) -> None:
         """Return once an event with id > `after_id` may exist, or after `timeout` s."""
