@@ -51,7 +51,7 @@ from common import (  # noqa: E402
     summary,
 )
 from inprocess import bench_size  # noqa: E402
-from json_file_baseline import bench_baseline  # noqa: E402
+from json_file_baseline import renew_rate  # noqa: E402
 from monitor_bench import bench_monitor  # noqa: E402
 from queue_bench import queue_rate  # noqa: E402
 from server_bench import TRANSPORTS, WIRE_DB, bench_memory, bench_wire  # noqa: E402
@@ -146,10 +146,12 @@ rates_version = ["?"]
 # the report -------------------------------------------------------------------------
 
 
-def fmt(s: dict[str, float], digits: int = 0) -> str:
+def fmt(s: dict[str, float], digits: int = 0, unit: str = "") -> str:
+    """'median (min-max)' of a `summary`, each figure followed by `unit`."""
     if not s.get("n"):
         return "n/a"
-    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
+    median, low, high = (f"{s[k]:,.{digits}f}{unit}" for k in ("median", "min", "max"))
+    return f"{median} ({low}-{high})"
 
 
 def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -> None:
@@ -242,16 +244,20 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             "",
             f"N = {q['jobs']:,}. Procrastinate: a worker fetching and finishing N no-op "
             "jobs (`wait=False`). Tenure: agents in process, each looping "
-            "`request_next_task` + a `completed` report.",
+            "`request_next_task` + a `completed` report. Each run measures Procrastinate "
+            "and then Tenure; the ratio is the median of the runs' ratios (min-max).",
             "",
             "| concurrency | Procrastinate jobs/s | Tenure tasks/s | Tenure / Procrastinate |",
             "|---:|---:|---:|---:|",
         ]
         for conc_s in sorted(q["tenure"], key=int):
-            p = summary(q["procrastinate"].get(conc_s, []))
-            t = summary(q["tenure"][conc_s])
-            ratio = t["median"] / p["median"] if p.get("n") else float("nan")
-            lines.append(f"| {conc_s} | {fmt(p)} | {fmt(t)} | **{ratio:.2f}x** |")
+            theirs = q["procrastinate"].get(conc_s, [])
+            ours = q["tenure"][conc_s]
+            ratio = paired(ours, theirs) if len(theirs) == len(ours) else summary([])
+            lines.append(
+                f"| {conc_s} | {fmt(summary(theirs))} | {fmt(summary(ours))} | "
+                f"**{fmt(ratio, 2, 'x')}** |"
+            )
         lines.append("")
     path.write_text("\n".join(lines))
 
@@ -259,7 +265,7 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
 def _old_figure_lines(data: dict[str, Any]) -> list[str]:
     """Tenure's SQLite renewals against the JSON-file pattern they replace,
     both measured in this run (issue 11's goals: 20x at 1k, 100x at 5k)."""
-    old = {r["live"]: r["renew"]["median"] for r in data.get("json_file", [])}
+    old = {r["live"]: r for r in data.get("json_file", [])}
     if not old:
         return []
     one = {
@@ -267,7 +273,7 @@ def _old_figure_lines(data: dict[str, Any]) -> list[str]:
         for r in data.get("inprocess", [])
         if r["backend"] == "sqlite" and "renew" in r
     }
-    eight = {r["live"]: r["renew"]["median"] for r in data.get("concurrent_renew", [])}
+    eight = {r["live"]: r for r in data.get("concurrent_renew", [])}
     lines = [
         "## The old figure, on this machine",
         "",
@@ -275,19 +281,29 @@ def _old_figure_lines(data: dict[str, Any]) -> list[str]:
         "one JSON file, rewritten whole on each renewal (`json_file_baseline.py`). "
         "The issue measured it at 320/s (1k) and 53/s (5k) on its machine.",
         "",
-        "| live leases | JSON file renew/s | Tenure, one caller | x | Tenure, 8 callers | x "
-        "| goal |",
+        "Each run measures the old figure and then Tenure's 8 callers, one right after "
+        "the other; **x** is the median of those runs' ratios (min-max). The one-caller "
+        "ratio divides the first table's median by the old figure's.",
+        "",
+        "| live leases | JSON file renew/s | Tenure, 8 callers | x | goal "
+        "| Tenure, one caller | x |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for live, goal in ((1000, 20), (5000, 100)):
         if live not in old:
             continue
         base = old[live]
-        cells = []
-        for rates in (one, eight):
-            rate = rates.get(live)
-            cells += ["n/a", "n/a"] if rate is None else [f"{rate:,.0f}", f"**{rate / base:.1f}x**"]
-        lines.append(f"| {live:,} | {base:,.0f} | {' | '.join(cells)} | {goal}x |")
+        cells = [fmt(base["renew"])]
+        if live in eight:
+            ratio = paired(eight[live]["runs"], base["runs"])
+            cells += [fmt(eight[live]["renew"]), f"**{fmt(ratio, 1, 'x')}**"]
+        else:
+            cells += ["n/a", "n/a"]
+        cells.append(f"{goal}x")
+        rate = one.get(live)
+        median = base["renew"]["median"]
+        cells += ["n/a", "n/a"] if rate is None else [f"{rate:,.0f}", f"{rate / median:.1f}x"]
+        lines.append(f"| {live:,} | {' | '.join(cells)} |")
     return [*lines, ""]
 
 
@@ -337,6 +353,58 @@ def _wire_lines(store: str, wire: dict[str, Any]) -> list[str]:
     return lines
 
 
+# the two comparisons, run in turn ----------------------------------------------------
+#
+# Each ratio compares two rates measured one right after the other, run by
+# run, and the report gives the median of those pairs' ratios. This machine's
+# speed drifts by a fifth or more over minutes; measured in two blocks minutes
+# apart, a ratio would carry that drift, in whichever direction it went.
+
+
+async def renewals_in_turn(
+    cfg: dict[str, Any], folder: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """SQLite renewals by 8 concurrent callers, and the old figure (one JSON
+    file of every assignment), at 1,000 and 5,000 live leases: one run of
+    each in turn. Rows for `concurrent_renew` and `json_file`."""
+    sizes = (1000, 5000)
+    tenure: dict[int, list[float]] = {size: [] for size in sizes}
+    old: dict[int, list[float]] = {size: [] for size in sizes}
+    for run in range(cfg["runs"]):
+        for size in sizes:
+            log(f"run {run + 1}: the old figure, then 8 concurrent renewers, at {size:,}")
+            old[size].append(await renew_rate(size, cfg["ops"] // 4, cfg["op_seconds"], folder))
+            row = await bench_size(
+                "sqlite", size, 1, cfg["ops"], cfg["op_seconds"], folder, callers=8
+            )
+            tenure[size].append(row["renew"]["median"])
+    return (
+        [{"live": size, "renew": summary(tenure[size]), "runs": tenure[size]} for size in sizes],
+        [{"live": size, "renew": summary(old[size]), "runs": old[size]} for size in sizes],
+    )
+
+
+async def queues_in_turn(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Procrastinate fetching and finishing N jobs, then Tenure claiming and
+    completing N tasks, at concurrency 1 and 8, run by run in turn."""
+    jobs = cfg["queue_jobs"]
+    proc: dict[str, list[float]] = {"1": [], "8": []}
+    tenure: dict[str, list[float]] = {"1": [], "8": []}
+    for run in range(cfg["queue_runs"]):
+        log(f"run {run + 1}: Procrastinate side")
+        for concurrency, rates in procrastinate_rates(jobs, 1).items():
+            proc[str(concurrency)] += rates
+        for concurrency in (1, 8):
+            log(f"run {run + 1}: Tenure side, concurrency {concurrency}")
+            tenure[str(concurrency)].append(await queue_rate(jobs, concurrency, folder))
+    return {"jobs": jobs, "procrastinate": proc, "tenure": tenure}
+
+
+def paired(ours: list[float], theirs: list[float]) -> dict[str, float]:
+    """Median and min-max of the ratios of runs made in turn (ours / theirs)."""
+    return summary([a / b for a, b in zip(ours, theirs, strict=True) if b > 0])
+
+
 async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
     data: dict[str, Any] = {"machine": machine()}
@@ -356,19 +424,7 @@ async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, An
                         backend, size, cfg["runs"], cfg["ops"], cfg["op_seconds"], folder
                     )
                 )
-        data["concurrent_renew"] = []
-        for size in (1000, 5000):
-            log(f"in process: 8 concurrent renewers, sqlite at {size:,}")
-            data["concurrent_renew"].append(
-                await bench_size(
-                    "sqlite", size, cfg["runs"], cfg["ops"], cfg["op_seconds"], folder,
-                    callers=8,
-                )
-            )  # fmt: skip
-        log("the old figure: one JSON file of every assignment, at 1,000 and 5,000")
-        data["json_file"] = await bench_baseline(
-            [1000, 5000], cfg["runs"], cfg["ops"] // 4, cfg["op_seconds"], folder
-        )
+        data["concurrent_renew"], data["json_file"] = await renewals_in_turn(cfg, folder)
     if "monitor" in parts:
         data["monitor"] = []
         for backend in backends:
@@ -392,20 +448,8 @@ async def run(cfg: dict[str, Any], quick: bool, parts: set[str]) -> dict[str, An
         log(f"memory: a server with {cfg['memory_live']:,} live leases")
         data["memory"] = await bench_memory(folder, cfg["memory_live"])
     if "queue" in parts and have_pg:
-        log("Procrastinate side")
-        proc = procrastinate_rates(cfg["queue_jobs"], cfg["queue_runs"])
+        data["queue"] = await queues_in_turn(cfg, folder)
         data["procrastinate_version"] = rates_version[0]
-        tenure: dict[str, list[float]] = {}
-        for _ in range(cfg["queue_runs"]):
-            for concurrency in (1, 8):
-                log(f"Tenure side: concurrency {concurrency}")
-                rate = await queue_rate(cfg["queue_jobs"], concurrency, folder)
-                tenure.setdefault(str(concurrency), []).append(rate)
-        data["queue"] = {
-            "jobs": cfg["queue_jobs"],
-            "procrastinate": {str(k): v for k, v in proc.items()},
-            "tenure": tenure,
-        }
     if have_pg:
         pg_drop(BENCH_DB)
         pg_drop(PROC_DB)
