@@ -17,7 +17,7 @@ from tenure.auth import ADMIN
 from tenure.service import Coordinator
 from tenure.store.postgres import PostgresStore
 from tenure.store.postgres_log import EVENTS_LOCK_KEY
-from tenure.store.postgres_presence import PRESENCE_KEY
+from tenure.store.postgres_presence import PRESENCE_KEY, SERVERS_CLASS
 from tenure.store.postgres_schema import MIGRATE_LOCK_KEY
 
 pytestmark = pytest.mark.postgres
@@ -41,6 +41,42 @@ async def test_a_server_is_alone_until_another_joins_and_after_it_leaves(
     # A store that never asked is no server: it does not count.
     await open_into(stores, dsn)
     assert await first.sole_server()
+
+
+async def test_the_running_servers_are_known_by_their_ids(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    first = await open_into(stores, dsn)
+    second = await open_into(stores, dsn)
+    assert first.server_id != second.server_id
+    await first.sole_server()
+    await second.sole_server()
+    assert await first.running_servers() == {first.server_id, second.server_id}
+    await second.close()
+    assert await first.running_servers() == {first.server_id}
+    # Another server's lock of its own, held by a bare connection, counts too...
+    other = psycopg.connect(dsn, autocommit=True)
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (SERVERS_CLASS, 77))
+    assert await first.running_servers() == {first.server_id, 77}
+    other.close()  # ...until its connection ends, however it ends.
+    assert await first.running_servers() == {first.server_id}
+
+
+async def test_a_server_without_its_presence_lock_cannot_tell_who_runs(
+    stores: list[PostgresStore], dsn: str
+) -> None:
+    store = await open_into(stores, dsn)
+    await store.sole_server()
+    terminate_sessions(dsn)  # the lock's connection too
+    deadline = time.monotonic() + 15
+    answers = set()
+    while len(answers) < 2:
+        # None while its thread takes the lock again, then itself among the running.
+        running = await store.running_servers()
+        answers.add(None if running is None else store.server_id in running)
+        assert time.monotonic() < deadline, f"answers so far: {answers}"
+        await asyncio.sleep(0.05)
+    assert answers == {None, True}
 
 
 async def test_a_lost_presence_connection_is_taken_again(

@@ -17,6 +17,7 @@ vanish together with the rest of the unit of work.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +91,12 @@ class ClaimFilter:
     limit: int = 16
 
 
+def new_server_id() -> int:
+    """A fresh id for this server process among those on one database: drawn
+    at random from 1 to 2**31 - 1 (PostgreSQL keys its advisory lock on it)."""
+    return secrets.randbelow(2**31 - 1) + 1
+
+
 class Tx(Protocol):
     """One open transaction. Every method is synchronous and runs inside it."""
 
@@ -126,6 +133,22 @@ class Tx(Protocol):
     def list_agents(self, board_id: str) -> list[Agent]: ...
 
     def delete_agent(self, board_id: str, agent_id: str) -> bool: ...
+
+    # open MCP sessions, by server (see tenure.store.session_rows) ------------
+    def open_session(self, board_id: str, agent_id: str, server_id: int) -> None:
+        """Count one more open session of the agent on `server_id`."""
+
+    def close_session(self, board_id: str, agent_id: str, server_id: int) -> bool:
+        """Count one fewer; False if `server_id` held none of the agent's sessions."""
+
+    def session_servers(self) -> list[int]:
+        """The servers holding any open session."""
+
+    def take_sessions(self, server_id: int) -> list[tuple[str, str, int]]:
+        """Delete the rows of `server_id`; (board, agent, sessions) of each."""
+
+    def forget_sessions(self) -> int:
+        """Delete every row; how many there were."""
 
     # tasks ----------------------------------------------------------------
     def insert_task(self, task: Task) -> None:
@@ -292,6 +315,14 @@ class Store(Protocol):
         """Whether this is the only server running on the database; a server
         asks at its start (PostgreSQL: it then counts as running until the
         store closes; SQLite: one server process owns the file)."""
+
+    #: This process's id among the servers on the database (`new_server_id`).
+    server_id: int
+
+    async def running_servers(self) -> set[int] | None:
+        """The ids of the servers running on the database, this one's included
+        (it counts as running from then on until the store closes); None
+        when that cannot be told now."""
 
     async def events_after(
         self,

@@ -60,12 +60,12 @@ from tenure.core.errors import StoreUnavailable, TenureError
 from tenure.core.model import StoredEvent
 from tenure.store import postgres_pipe
 from tenure.store import postgres_sql as pgsql
-from tenure.store.base import Reads, Tx
+from tenure.store.base import Reads, Tx, new_server_id
 from tenure.store.base import TransientFailure as TransientFailure
 from tenure.store.postgres_follow import Follower
 from tenure.store.postgres_lookup import LookupTx
 from tenure.store.postgres_pipe import Prepared, Step
-from tenure.store.postgres_presence import Presence, holders
+from tenure.store.postgres_presence import Presence, holders, running
 from tenure.store.postgres_schema import (
     DIALECT,
     connect,
@@ -138,6 +138,8 @@ class PostgresStore:
         #: Database clock minus this process's clock, in seconds (measured at open).
         self.clock_skew_s = 0.0
         self._follower = Follower(dsn, connect_timeout)
+        #: This server's id among those on the database (`running_servers`).
+        self.server_id = new_server_id()
         self._presence: Presence | None = None
 
     @property
@@ -374,13 +376,28 @@ class PostgresStore:
         """Join the servers running on this database, for as long as this
         store is open (`tenure.store.postgres_presence`), and say whether
         this one is the only one. False when that cannot be told in time."""
-        if self._presence is None:
-            self._presence = Presence(self._dsn, self._connect_timeout)
-            self._presence.start()
-        if not await asyncio.to_thread(self._presence.held.wait, timeout):
+        presence = self._join_presence()
+        if not await asyncio.to_thread(presence.held.wait, timeout):
             return False
         count: int = await self._submit(self._outside_transaction, holders)
         return count == 1
+
+    async def running_servers(self) -> set[int] | None:
+        """The ids of the servers running on this database, this one's
+        included; None while this one does not hold its own presence lock
+        (then nothing can be told: it may have just lost its connection)."""
+        presence = self._join_presence()
+        if not presence.held.is_set():
+            return None
+        ids: set[int] = await self._submit(self._outside_transaction, running)
+        # Held a moment ago: if it was lost meanwhile, the answer may miss some.
+        return ids if presence.held.is_set() and self.server_id in ids else None
+
+    def _join_presence(self) -> Presence:
+        if self._presence is None:
+            self._presence = Presence(self._dsn, self._connect_timeout, self.server_id)
+            self._presence.start()
+        return self._presence
 
     def measure_clock_skew(self) -> float:
         """Database clock minus `process_clock`, in seconds (blocking; at open)."""

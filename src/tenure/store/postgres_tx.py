@@ -47,6 +47,7 @@ from tenure.store.postgres_log import (
 )
 from tenure.store.postgres_pipe import Prepared
 from tenure.store.postgres_upkeep import PostgresUpkeep
+from tenure.store.session_rows import SessionRows
 
 T = TypeVar("T")
 
@@ -65,8 +66,10 @@ __all__ = [
 CAUSAL_REACH = timedelta(seconds=30)
 
 
-class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep):
+class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
     """One open transaction on one pooled connection (see the module doc)."""
+
+    _MARK = "%s"
 
     def __init__(
         self,

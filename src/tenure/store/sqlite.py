@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tenure.clock import Clock, SystemClock
 from tenure.core.errors import StoreUnavailable
 from tenure.core.model import StoredEvent
-from tenure.store.base import Reads
+from tenure.store.base import Reads, new_server_id
 from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
 from tenure.store.sqlite_group import (
     GROUP_MAX,
@@ -102,6 +102,8 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        #: This server's id (its MCP sessions' rows carry it).
+        self.server_id = new_server_id()
         self._stop_checkpoints = threading.Event()
         # Group commit: units waiting for the writer thread, and whether a
         # drain of them is already scheduled there.
@@ -448,6 +450,10 @@ class SqliteStore:
     async def sole_server(self) -> bool:
         """Always: one server process owns a SQLite file."""
         return True
+
+    async def running_servers(self) -> set[int]:
+        """This server alone: one server process owns a SQLite file."""
+        return {self.server_id}
 
     # the event log ----------------------------------------------------------------
 

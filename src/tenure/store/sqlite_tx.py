@@ -42,6 +42,7 @@ from tenure.store.rows import (
     task_from_row,
     task_to_row,
 )
+from tenure.store.session_rows import SessionRows
 from tenure.store.sqlite_upkeep import SqliteUpkeep
 
 # SQLite's primary result codes that mean "the database cannot be used now".
@@ -192,10 +193,11 @@ def _remember(row: tuple[Any, ...], lease: Lease) -> None:
         _LEASES.remember(row, lease)
 
 
-class SqliteTx(SqliteUpkeep):
+class SqliteTx(SqliteUpkeep, SessionRows):
     """One open SQLite transaction (see `tenure.store.base.Tx`)."""
 
     __slots__ = ("_now", "conn", "last_event_id")
+    _MARK = "?"
 
     def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
         self.conn = conn
