@@ -37,6 +37,7 @@ from tenure.core.model import Agent, Lease, Task, TaskStatus, check_id, is_id
 from tenure.core.policy import Policy
 from tenure.evidence import check_worktree
 from tenure.inputs import PATH_MAX, text
+from tenure.sessions import SessionCalls
 from tenure.sinks import NullSink, Sink, publish
 from tenure.store.base import Reads, Store, TransientFailure, Tx
 from tenure.units import Effects, Held, RaceLost, merge, write
@@ -62,7 +63,7 @@ class Options:
 
 
 @dataclass
-class Coordinator:
+class Coordinator(SessionCalls):
     """Tenure's use cases. Create one per process over an open store."""
 
     store: Store
@@ -535,47 +536,6 @@ class Coordinator:
         if board_id is not None and board_id != caller.board_id:
             raise NotFound(f"no board {board_id!r}")
         return caller.board_id
-
-    # ------------------------------------------------------------- sessions
-    async def session_opened(self, caller: Caller) -> None:
-        """An MCP session (or stdio proxy) of an agent opened."""
-        if not caller.is_agent:
-            return
-
-        def unit(tx: Tx, effects: Effects) -> None:
-            agent = self._agent(tx, caller)
-            tx.update_agent(replace(agent, open_sessions=agent.open_sessions + 1))
-            self._touch_others(tx, agent, effects, skip=None)
-
-        await self.run(unit)
-
-    async def session_closed(
-        self, caller: Caller, *, dropped: bool = False, after_drop: bool = False
-    ) -> None:
-        """An agent's session ended (never by a server shutting down). When it
-        was its last open session, its leases turn suspect.
-
-        `dropped`: its connection dropped with no DELETE (the client may come
-        back) rather than being closed by the client (a DELETE, a stdio proxy
-        whose agent exited). `after_drop`: an explicit close of a session
-        already counted closed when its connection dropped; it only makes the
-        suspicion explicit (`tenure.core.lease.session_closed`).
-        """
-        if not caller.is_agent:
-            return
-
-        def unit(tx: Tx, effects: Effects) -> None:
-            agent = self._agent(tx, caller)
-            if not after_drop:
-                agent = replace(agent, open_sessions=max(0, agent.open_sessions - 1))
-                tx.update_agent(agent)
-            if agent.open_sessions:
-                return
-            for held in tx.live_leases_of_agent(agent.board_id, agent.id):
-                change = rules.session_closed(held, tx.now, self.policy, dropped=dropped)
-                write(tx, change, effects)
-
-        await self.run(unit)
 
 
 def _with_effects(unit: Callable[[Tx, Effects], T], effects: Effects, tx: Tx) -> T:

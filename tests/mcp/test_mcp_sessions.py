@@ -29,6 +29,7 @@ from tests.mcp.live import (
 from tests.support.pg import fresh_postgres_dsn, postgres_url
 
 from tenure.auth import ADMIN
+from tenure.sessions import GoneServers
 
 #: Slack for a loaded machine on top of SPEC's bound.
 MARGIN = 4.0
@@ -262,3 +263,54 @@ async def test_probing_clients_get_sessions_and_sessionless_ones_still_work(
             answer = await McpAgent(client).call("request_next_task")
             assert answer["task"]["id"] == "t1"
             assert await _open_sessions(admin, board, "a") == 0
+
+
+@pytest.mark.postgres
+async def test_the_sessions_of_a_replica_that_crashed_are_counted_out_by_another(
+    tmp_path: Any,
+) -> None:
+    """Two servers on one PostgreSQL database; the one holding the agent's
+    session is killed. Its session stays counted until a running server sees
+    it gone; then the agent's count comes down, and nothing turned suspect.
+    Its session on the other server then closes as its last."""
+    env = {"TENURE_STORE_DATABASE_URL": postgres_url(fresh_postgres_dsn())}
+    first, second = LiveServer(tmp_path / "a", env), LiveServer(tmp_path / "b", env)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with first.admin() as admin:
+        board, _ = await admin.board("t1")
+        token = await admin.agent(board, "a")
+    try:
+        await anyio.to_thread.run_sync(first.start)
+        await anyio.to_thread.run_sync(second.start)
+        async with agent_session(first, token, "http") as staying:
+            await staying.call("request_next_task")
+            with suppress(Exception):
+                async with agent_session(second, token, "http") as doomed:
+                    await doomed.call("ping")
+                    assert second.process is not None
+                    second.process.kill()
+                    second.process.wait(5)
+            async with first.admin() as admin:
+                assert await _open_sessions(admin, board, "a") == 2
+                # The test's own coordinator settles (the first server would, in
+                # GONE_AFTER_S): it joins the running servers and looks.
+                assert await admin.coordinator.store.sole_server() is False
+                gone = GoneServers(admin.coordinator, gone_after=0.0)
+                # (PostgreSQL lets go of the killed server's lock once it sees its socket close.)
+                await wait_for(gone.look, timeout=10)
+                assert await _open_sessions(admin, board, "a") == 1
+                lease = await admin.lease(board, "t1")
+                assert lease is not None and lease["suspect_since"] is None
+        # The session on the first server closed: the agent's last.
+        async with first.admin() as admin:
+            await wait_for(lambda: _count_is(admin, board, 0), timeout=10)
+            lease = await admin.lease(board, "t1")
+            assert lease is not None and lease["suspect_since"] is not None
+    finally:
+        second.stop()
+        first.stop()
+
+
+async def _count_is(admin: Admin, board: str, count: int) -> bool | None:
+    return True if await _open_sessions(admin, board, "a") == count else None

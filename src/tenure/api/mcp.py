@@ -23,7 +23,9 @@ passes through `McpEndpoint`, which does what the SDK cannot know about:
   the same session afterwards (a client that reconnects) counts as a reopen.
   Sessions the SDK forgot (idle) are dropped closes as well; a `DELETE` after
   a drop makes the suspicion explicit. A server shutting down never calls
-  `session_closed`.
+  `session_closed`. The sessions of a server that crashed are counted out
+  by the others once it is seen gone, marking nothing suspect
+  (`tenure.sessions`).
 - **One protocol era.** The SDK also serves the sessionless 2026 protocol. A
   client that probes for it with `server/discover` is told the method does
   not exist, so clients that can (the SDK's own, in `auto` mode) fall back to
@@ -35,6 +37,8 @@ Tools, their schemas and their calls live in `tenure.api.mcp_tools`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -59,6 +63,7 @@ from tenure.api.mcp_tools import TOOLS, call_tool
 from tenure.auth import Caller, token_hash
 from tenure.core.errors import TenureError, Unauthorized
 from tenure.service import Coordinator
+from tenure.sessions import GoneServers
 from tenure.store.base import Tx
 from tenure.units import Effects
 
@@ -488,9 +493,13 @@ async def mcp_extension(app: Any, runtime: Runtime) -> AsyncIterator[McpEndpoint
     async with endpoint.manager.run():
         # First, so no catch-all route of the app (a dashboard at "/") shadows it.
         routes.insert(0, route)
+        settling = asyncio.create_task(GoneServers(runtime.coordinator).run())
         try:
             yield endpoint
         finally:
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
             endpoint.book.shutting_down = True
             if route in routes:
                 routes.remove(route)
@@ -505,14 +514,16 @@ async def forget_sessions_of_a_previous_run(coordinator: Coordinator) -> int:
     an agent whose count never falls back to 0 is never noticed leaving. With
     SQLite one server process owns the database, so at its start no session
     is open anywhere. With PostgreSQL, only when no other server runs on the
-    database (`Store.sole_server`); while another runs, nothing is reset.
-    Returns how many agents were reset.
+    database (`Store.sole_server`); while another runs, nothing is reset
+    (the sessions of servers that are gone are settled one server at a
+    time: `tenure.sessions.GoneServers`). Returns how many agents were reset.
     """
     if not await coordinator.store.sole_server():
         log.info("not known to be the only server on this database: MCP session counts kept")
         return 0
 
     def unit(tx: Tx, effects: Effects) -> int:
+        tx.forget_sessions()
         reset = 0
         for board in tx.list_boards():
             for agent in tx.list_agents(board.id):

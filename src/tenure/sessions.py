@@ -1,0 +1,178 @@
+"""An agent's open MCP sessions: counted per server, and counted out when a
+server is gone.
+
+An agent whose last session closes has left: its leases turn suspect (an
+explicit close, or a dropped connection that may come back). Each open
+session is counted twice in one unit of work: in the agent's
+`open_sessions`, and in the `agent_sessions` row of the server that holds
+it (`tenure.store.session_rows`).
+
+A server that stops closes none of its sessions in the database (a server
+going away must never make leases suspect: its agents' clients reconnect,
+to it or to another, and otherwise their leases expire). Its rows stay, and
+would keep its agents' counts up for good: their later closes elsewhere
+would never bring them to 0, and their leaving would go unnoticed. A server
+that starts alone forgets every row (`tenure.api.mcp`); beside others that
+still run, `GoneServers` notices servers that no longer run and counts
+their sessions out (`settle_sessions_of`), marking nothing suspect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
+
+from tenure.auth import Caller
+from tenure.core import lease as rules
+from tenure.core.errors import TenureError
+from tenure.core.model import Agent
+from tenure.units import Effects, write
+
+if TYPE_CHECKING:
+    from tenure.core.policy import Policy
+    from tenure.store.base import Store, Tx
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long a server must be seen not running before its sessions are
+#: settled, in seconds: longer than a running server takes to hold its
+#: presence lock again after losing its connection (`postgres_presence.CHECK_S`
+#: and a reconnect).
+GONE_AFTER_S = 15.0
+
+#: How often `GoneServers` looks, in seconds.
+LOOK_EVERY_S = 5.0
+
+
+class SessionCalls:
+    """The Coordinator's calls about sessions (a mixin of `Coordinator`)."""
+
+    if TYPE_CHECKING:
+        store: Store
+        policy: Policy
+
+        async def run(self, unit: Callable[[Tx, Effects], T]) -> T: ...
+
+        def _agent(self, tx: Tx, caller: Caller) -> Agent: ...
+
+        def _touch_others(
+            self, tx: Tx, agent: Agent, effects: Effects, skip: str | None
+        ) -> None: ...
+
+    async def session_opened(self, caller: Caller) -> None:
+        """An MCP session (or stdio proxy) of an agent opened."""
+        if not caller.is_agent:
+            return
+
+        server_id = self.store.server_id
+
+        def unit(tx: Tx, effects: Effects) -> None:
+            agent = self._agent(tx, caller)
+            tx.open_session(agent.board_id, agent.id, server_id)
+            tx.update_agent(replace(agent, open_sessions=agent.open_sessions + 1))
+            self._touch_others(tx, agent, effects, skip=None)
+
+        await self.run(unit)
+
+    async def session_closed(
+        self, caller: Caller, *, dropped: bool = False, after_drop: bool = False
+    ) -> None:
+        """An agent's session ended (never by a server shutting down). When it
+        was its last open session, its leases turn suspect.
+
+        `dropped`: its connection dropped with no DELETE (the client may come
+        back) rather than being closed by the client (a DELETE, a stdio proxy
+        whose agent exited). `after_drop`: an explicit close of a session
+        already counted closed when its connection dropped; it only makes the
+        suspicion explicit (`tenure.core.lease.session_closed`).
+        """
+        if not caller.is_agent:
+            return
+        server_id = self.store.server_id
+
+        def unit(tx: Tx, effects: Effects) -> None:
+            agent = self._agent(tx, caller)
+            # A session of this server's that was settled meanwhile (taken
+            # for a gone server's, or forgotten) is counted out already.
+            if not after_drop and tx.close_session(agent.board_id, agent.id, server_id):
+                agent = replace(agent, open_sessions=max(0, agent.open_sessions - 1))
+                tx.update_agent(agent)
+            if agent.open_sessions:
+                return
+            for held in tx.live_leases_of_agent(agent.board_id, agent.id):
+                change = rules.session_closed(held, tx.now, self.policy, dropped=dropped)
+                write(tx, change, effects)
+
+        await self.run(unit)
+
+    async def settle_sessions_of(self, server_id: int) -> int:
+        """Count out the open sessions of a server that is gone (it stopped
+        without closing them), marking nothing suspect, as a server that
+        starts alone forgets the sessions of its previous run. Returns how
+        many agents had sessions there."""
+
+        def unit(tx: Tx, effects: Effects) -> int:
+            taken = tx.take_sessions(server_id)
+            for board_id, agent_id, sessions in taken:
+                agent = tx.get_agent(board_id, agent_id)
+                if agent is not None:
+                    left = max(0, agent.open_sessions - sessions)
+                    tx.update_agent(replace(agent, open_sessions=left))
+            return len(taken)
+
+        return await self.run(unit)
+
+
+class GoneServers:
+    """Settles the sessions of servers that are gone (`look`), every
+    LOOK_EVERY_S seconds while a server serves MCP (`run`).
+
+    A server counts as gone once it has been seen not running for
+    `gone_after` seconds by this one; until this one can tell which servers
+    run (its own presence lock is held), it settles nothing.
+    """
+
+    def __init__(
+        self,
+        coordinator: SessionCalls,
+        *,
+        gone_after: float = GONE_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._coordinator = coordinator
+        self._gone_after = gone_after
+        self._clock = clock
+        #: Server id -> when this one first saw it not running.
+        self._missing: dict[int, float] = {}
+
+    async def look(self) -> list[int]:
+        """Settle the sessions of every server gone by now; their ids."""
+        store = self._coordinator.store
+        running = await store.running_servers()
+        if running is None:
+            return []
+        holding = set(await store.read(lambda tx: tx.session_servers()))
+        now = self._clock()
+        self._missing = {s: self._missing.get(s, now) for s in holding - running}
+        gone = sorted(s for s, since in self._missing.items() if now - since >= self._gone_after)
+        for server_id in gone:
+            agents = await self._coordinator.settle_sessions_of(server_id)
+            del self._missing[server_id]
+            log.info("server %d is gone: settled the open sessions of %d agents", server_id, agents)
+        return gone
+
+    async def run(self, every: float = LOOK_EVERY_S) -> None:
+        """Look every `every` seconds until cancelled; a failed look is
+        logged and tried again at the next."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.look()
+            except TenureError as err:
+                log.warning("could not settle the sessions of gone servers: %s", err.message)
