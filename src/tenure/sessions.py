@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: How long a server must be seen not running before its sessions are
-#: settled, in seconds: longer than a running server takes to hold its
+#: counted out, in seconds: longer than a running server takes to hold its
 #: presence lock again after losing its connection (`postgres_presence.CHECK_S`
 #: and a reconnect).
 GONE_AFTER_S = 15.0
@@ -130,12 +130,12 @@ class SessionCalls:
 
 
 class GoneServers:
-    """Settles the sessions of servers that are gone (`look`), every
+    """Counts out the sessions of servers that are gone (`look`), every
     LOOK_EVERY_S seconds while a server serves MCP (`run`).
 
     A server counts as gone once it has been seen not running for
     `gone_after` seconds by this one; until this one can tell which servers
-    run (its own presence lock is held), it settles nothing.
+    run (its own presence lock is held), it counts nothing out.
     """
 
     def __init__(
@@ -152,7 +152,7 @@ class GoneServers:
         self._missing: dict[int, float] = {}
 
     async def look(self) -> list[int]:
-        """Settle the sessions of every server gone by now; their ids."""
+        """Count out the sessions of every server gone by now; their ids."""
         store = self._coordinator.store
         running = await store.running_servers()
         if running is None:
@@ -164,7 +164,7 @@ class GoneServers:
         for server_id in gone:
             agents = await self._coordinator.settle_sessions_of(server_id)
             del self._missing[server_id]
-            log.info("server %d is gone: settled the open sessions of %d agents", server_id, agents)
+            log.info("server %d is gone: counted out its sessions of %d agents", server_id, agents)
         return gone
 
     async def run(self, every: float = LOOK_EVERY_S) -> None:
@@ -175,4 +175,4 @@ class GoneServers:
             try:
                 await self.look()
             except TenureError as err:
-                log.warning("could not settle the sessions of gone servers: %s", err.message)
+                log.warning("could not count out the sessions of gone servers: %s", err.message)

@@ -515,8 +515,8 @@ async def forget_sessions_of_a_previous_run(coordinator: Coordinator) -> int:
     SQLite one server process owns the database, so at its start no session
     is open anywhere. With PostgreSQL, only when no other server runs on the
     database (`Store.sole_server`); while another runs, nothing is reset
-    (the sessions of servers that are gone are settled one server at a
-    time: `tenure.sessions.GoneServers`). Returns how many agents were reset.
+    (the sessions of servers that are gone are counted out one server at
+    a time: `tenure.sessions.GoneServers`). Returns how many agents were reset.
     """
     if not await coordinator.store.sole_server():
         log.info("not known to be the only server on this database: MCP session counts kept")

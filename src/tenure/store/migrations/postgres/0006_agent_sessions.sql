@@ -2,7 +2,7 @@
 -- open_sessions is the sum of its rows. A running server holds an advisory
 -- lock keyed by its server_id (tenure.store.postgres_presence); rows of a
 -- server whose lock is gone (it crashed, or stopped without closing its
--- sessions) are settled by the others as dropped connections.
+-- sessions) are counted out by the others, marking nothing suspect.
 CREATE TABLE agent_sessions (
     board_id  text NOT NULL,
     agent_id  text NOT NULL,

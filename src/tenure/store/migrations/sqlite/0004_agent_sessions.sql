@@ -1,7 +1,7 @@
 -- Which server holds how many of an agent's open MCP sessions. An agent's
 -- open_sessions is the sum of its rows; a server that stops without closing
--- its sessions (a crash) leaves rows another server can find and settle as
--- dropped connections. One server owns a SQLite file, so here the rows are
+-- its sessions (a crash) leaves rows another server can find and count
+-- out. One server owns a SQLite file, so here the rows are
 -- the running server's own, and those of earlier runs are forgotten at start.
 CREATE TABLE agent_sessions (
     board_id  TEXT NOT NULL,
