@@ -14,8 +14,9 @@ from tests.support.pg import fresh_postgres_dsn, open_into, terminate_sessions
 
 from tenure.api.mcp import forget_sessions_of_a_previous_run
 from tenure.auth import ADMIN
+from tenure.core.errors import StoreUnavailable
 from tenure.service import Coordinator
-from tenure.store.postgres import PostgresStore
+from tenure.store.postgres import PostgresStore, open_postgres
 from tenure.store.postgres_log import EVENTS_LOCK_KEY
 from tenure.store.postgres_presence import PRESENCE_KEY, SERVERS_CLASS
 from tenure.store.postgres_schema import MIGRATE_LOCK_KEY
@@ -145,3 +146,13 @@ def test_the_advisory_lock_keys_are_distinct() -> None:
     """A shared key would make a server's presence block the migrations, or
     the event log's appends."""
     assert len({PRESENCE_KEY, EVENTS_LOCK_KEY, MIGRATE_LOCK_KEY}) == 3
+
+
+async def test_a_closed_store_does_not_join_the_running_servers_again(dsn: str) -> None:
+    store = await open_postgres(dsn)
+    assert await store.sole_server()  # it joined
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.running_servers()
+    with pytest.raises(StoreUnavailable):
+        await store.sole_server()

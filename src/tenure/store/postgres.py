@@ -394,6 +394,9 @@ class PostgresStore:
         return ids if presence.held.is_set() and self.server_id in ids else None
 
     def _join_presence(self) -> Presence:
+        if self._closed:
+            # A closed store's presence has stopped: never start it again.
+            raise StoreUnavailable("the store is closed")
         if self._presence is None:
             self._presence = Presence(self._dsn, self._connect_timeout, self.server_id)
             self._presence.start()
