@@ -3,9 +3,10 @@ server is gone.
 
 An agent whose last session closes has left: its leases turn suspect (an
 explicit close, or a dropped connection that may come back). Each open
-session is counted twice in one unit of work: in the agent's
+session is counted twice, by the same statements: in the agent's
 `open_sessions`, and in the `agent_sessions` row of the server that holds
-it (`tenure.store.session_rows`).
+it (`tenure.store.session_rows`), each by adding to what is stored, so
+sessions opening and closing at once never lose a count.
 
 A server that stops closes none of its sessions in the database (a server
 going away must never make leases suspect: its agents' clients reconnect,
@@ -23,7 +24,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 from tenure.auth import Caller
@@ -75,7 +75,6 @@ class SessionCalls:
         def unit(tx: Tx, effects: Effects) -> None:
             agent = self._agent(tx, caller)
             tx.open_session(agent.board_id, agent.id, server_id)
-            tx.update_agent(replace(agent, open_sessions=agent.open_sessions + 1))
             self._touch_others(tx, agent, effects, skip=None)
 
         await self.run(unit)
@@ -98,12 +97,11 @@ class SessionCalls:
 
         def unit(tx: Tx, effects: Effects) -> None:
             agent = self._agent(tx, caller)
-            # A session of this server's that was settled meanwhile (taken
-            # for a gone server's, or forgotten) is counted out already.
-            if not after_drop and tx.close_session(agent.board_id, agent.id, server_id):
-                agent = replace(agent, open_sessions=max(0, agent.open_sessions - 1))
-                tx.update_agent(agent)
-            if agent.open_sessions:
+            if after_drop:
+                still_open = agent.open_sessions  # it was counted out at the drop
+            else:
+                still_open = tx.close_session(agent.board_id, agent.id, server_id)
+            if still_open:
                 return
             for held in tx.live_leases_of_agent(agent.board_id, agent.id):
                 change = rules.session_closed(held, tx.now, self.policy, dropped=dropped)
@@ -118,13 +116,7 @@ class SessionCalls:
         many agents had sessions there."""
 
         def unit(tx: Tx, effects: Effects) -> int:
-            taken = tx.take_sessions(server_id)
-            for board_id, agent_id, sessions in taken:
-                agent = tx.get_agent(board_id, agent_id)
-                if agent is not None:
-                    left = max(0, agent.open_sessions - sessions)
-                    tx.update_agent(replace(agent, open_sessions=left))
-            return len(taken)
+            return len(tx.take_sessions(server_id))
 
         return await self.run(unit)
 

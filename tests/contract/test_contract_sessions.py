@@ -1,14 +1,22 @@
-"""Contract: open MCP sessions counted per server (`agent_sessions`)."""
+"""Contract: open MCP sessions counted per server (`agent_sessions`), and in
+each agent's `open_sessions` with them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from contract_records import BOARD, agent, board, seed
 
 
+async def _counts(store: Any) -> dict[str, int]:
+    """Each agent's `open_sessions`."""
+    agents = await store.read(lambda tx: tx.list_agents(BOARD))
+    return {a.id: a.open_sessions for a in agents}
+
+
 async def _take_all(store: Any) -> dict[tuple[str, int], int]:
-    """{(agent, server): sessions} of every row, taking them all."""
+    """{(agent, server): sessions} of every row, counting them all out."""
 
     def take(tx: Any) -> dict[tuple[str, int], int]:
         found: dict[tuple[str, int], int] = {}
@@ -25,31 +33,45 @@ async def _take_all(store: Any) -> dict[tuple[str, int], int]:
 async def test_sessions_are_counted_per_agent_and_server(store: Any) -> None:
     await store.run(seed(board(), agent("a1"), agent("a2", token_hash="h2")))
 
-    def opens(tx: Any) -> None:
-        tx.open_session(BOARD, "a1", 7)
-        tx.open_session(BOARD, "a1", 7)
-        tx.open_session(BOARD, "a1", 8)
-        tx.open_session(BOARD, "a2", 8)
+    def opens(tx: Any) -> list[int]:
+        return [
+            tx.open_session(BOARD, agent_id, server)
+            for agent_id, server in (("a1", 7), ("a1", 7), ("a1", 8), ("a2", 8))
+        ]
 
-    await store.run(opens)
+    assert await store.run(opens) == [1, 2, 3, 1]  # each agent's count, on every server
+    assert await _counts(store) == {"a1": 3, "a2": 1}
     assert sorted(await store.read(lambda tx: tx.session_servers())) == [7, 8]
     assert await _take_all(store) == {("a1", 7): 2, ("a1", 8): 1, ("a2", 8): 1}
+    assert await _counts(store) == {"a1": 0, "a2": 0}
 
 
 async def test_a_close_counts_one_down_and_the_last_removes_the_row(store: Any) -> None:
     await store.run(seed(board(), agent("a1")))
+    await store.run(lambda tx: [tx.open_session(BOARD, "a1", s) for s in (7, 7, 8)])
+    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 7)) == 2
+    assert sorted(await store.read(lambda tx: tx.session_servers())) == [7, 8]
+    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 7)) == 1
+    assert await store.read(lambda tx: tx.session_servers()) == [8]
+    # None left there (counted out, or never opened on that server): nothing to count down.
+    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 7)) == 1
+    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 9)) == 1
+    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 8)) == 0
+    assert await store.read(lambda tx: tx.session_servers()) == []
+    assert await _counts(store) == {"a1": 0}
+
+
+async def test_a_count_never_goes_below_zero(store: Any) -> None:
+    """A count written by hand, or by an older Tenure, that says fewer than the rows."""
+    await store.run(seed(board(), agent("a1")))
     await store.run(lambda tx: [tx.open_session(BOARD, "a1", 7) for _ in range(2)])
-    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 7)) is True
-    assert await store.read(lambda tx: tx.session_servers()) == [7]
-    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 7)) is True
-    assert await store.read(lambda tx: tx.session_servers()) == []
-    # None left there (settled, or never opened on that server): nothing to count down.
-    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 7)) is False
-    assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 9)) is False
-    assert await store.read(lambda tx: tx.session_servers()) == []
+    stale = replace(await store.read(lambda tx: tx.get_agent(BOARD, "a1")), open_sessions=1)
+    await store.run(lambda tx: tx.update_agent(stale))
+    assert await store.run(lambda tx: tx.take_sessions(7)) == [(BOARD, "a1", 2)]
+    assert await _counts(store) == {"a1": 0}
 
 
-async def test_taking_a_servers_sessions_removes_them_and_says_whose_they_were(
+async def test_taking_a_servers_sessions_counts_them_out_and_says_whose_they_were(
     store: Any,
 ) -> None:
     await store.run(seed(board(), agent("a1"), agent("a2", token_hash="h2")))
@@ -61,15 +83,19 @@ async def test_taking_a_servers_sessions_removes_them_and_says_whose_they_were(
     await store.run(opens)
     taken = await store.run(lambda tx: tx.take_sessions(7))
     assert sorted(taken) == [(BOARD, "a1", 2), (BOARD, "a2", 1)]
+    assert await _counts(store) == {"a1": 0, "a2": 1}
     assert await store.run(lambda tx: tx.take_sessions(7)) == []
     assert await _take_all(store) == {("a2", 8): 1}
 
 
-async def test_forgetting_sessions_removes_every_row(store: Any) -> None:
-    await store.run(seed(board(), agent("a1")))
-    await store.run(lambda tx: [tx.open_session(BOARD, "a1", s) for s in (7, 8)])
-    assert await store.run(lambda tx: tx.forget_sessions()) == 2
+async def test_forgetting_sessions_counts_out_every_one(store: Any) -> None:
+    await store.run(
+        seed(board(), agent("a1"), agent("a2", token_hash="h2"), agent("a3", token_hash="h3"))
+    )
+    await store.run(lambda tx: [tx.open_session(BOARD, a, s) for a, s in (("a1", 7), ("a2", 8))])
+    assert await store.run(lambda tx: tx.forget_sessions()) == 2  # agents that had some
     assert await store.read(lambda tx: tx.session_servers()) == []
+    assert await _counts(store) == {"a1": 0, "a2": 0, "a3": 0}
 
 
 async def test_an_agent_deleted_takes_its_session_rows_with_it(store: Any) -> None:

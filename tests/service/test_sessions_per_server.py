@@ -3,13 +3,19 @@ nothing turns suspect for it (`tenure.sessions`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+from tests.support.pg import reopen_postgres_store
 from tests.support.world import World
 
 from tenure.auth import Caller
+from tenure.service import Coordinator
 from tenure.sessions import GoneServers
+from tenure.store.base import Store
+from tenure.store.sqlite import SqliteStore, open_sqlite
 
 OTHER = 424242  # a server id that is not the world's
 
@@ -92,3 +98,29 @@ async def test_gone_servers_are_settled_once_missing_long_enough(world: World) -
     assert await _open_sessions(world, "a1") == 1  # this server's own stays counted
     assert await gone.look() == []
     assert (await world.task("T-a1"))["lease"]["suspect_since"] is None
+
+
+async def test_sessions_opening_and_closing_at_once_on_two_servers_are_all_counted(
+    world: World, tmp_path: Path
+) -> None:
+    """Two servers on one database, the agent's sessions opening (then
+    closing) on both at the same moments: no count is lost either way."""
+    if isinstance(world.store, SqliteStore):
+        second: Store = await open_sqlite(tmp_path / "tenure.db", world.clock)
+    else:
+        second = await reopen_postgres_store(world.store, world.clock)  # type: ignore[arg-type]
+    other = Coordinator(second, world.coordinator.policy)
+    try:
+        a1 = await _holding(world, "a1")
+        for _ in range(10):
+            await asyncio.gather(world.coordinator.session_opened(a1), other.session_opened(a1))
+        assert await _open_sessions(world, "a1") == 20
+        for _ in range(9):
+            await asyncio.gather(world.coordinator.session_closed(a1), other.session_closed(a1))
+        assert await _open_sessions(world, "a1") == 2
+        assert (await world.task("T-a1"))["lease"]["suspect_since"] is None
+        await asyncio.gather(world.coordinator.session_closed(a1), other.session_closed(a1))
+        assert await _open_sessions(world, "a1") == 0
+        assert (await world.task("T-a1"))["lease"]["state"] == "suspect"
+    finally:
+        await second.close()

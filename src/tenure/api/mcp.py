@@ -44,7 +44,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import mcp_types as types
@@ -523,14 +523,7 @@ async def forget_sessions_of_a_previous_run(coordinator: Coordinator) -> int:
         return 0
 
     def unit(tx: Tx, effects: Effects) -> int:
-        tx.forget_sessions()
-        reset = 0
-        for board in tx.list_boards():
-            for agent in tx.list_agents(board.id):
-                if agent.open_sessions:
-                    tx.update_agent(replace(agent, open_sessions=0))
-                    reset += 1
-        return reset
+        return tx.forget_sessions()
 
     reset = await coordinator.run(unit)
     if reset:

@@ -135,20 +135,21 @@ class Tx(Protocol):
     def delete_agent(self, board_id: str, agent_id: str) -> bool: ...
 
     # open MCP sessions, by server (see tenure.store.session_rows) ------------
-    def open_session(self, board_id: str, agent_id: str, server_id: int) -> None:
-        """Count one more open session of the agent on `server_id`."""
+    def open_session(self, board_id: str, agent_id: str, server_id: int) -> int:
+        """Count one more open session of the agent on `server_id` (and in its
+        `open_sessions`); how many it has open now."""
 
-    def close_session(self, board_id: str, agent_id: str, server_id: int) -> bool:
-        """Count one fewer; False if `server_id` held none of the agent's sessions."""
+    def close_session(self, board_id: str, agent_id: str, server_id: int) -> int:
+        """Count one fewer (none if `server_id` held none); how many it has open now."""
 
     def session_servers(self) -> list[int]:
         """The servers holding any open session."""
 
     def take_sessions(self, server_id: int) -> list[tuple[str, str, int]]:
-        """Delete the rows of `server_id`; (board, agent, sessions) of each."""
+        """Count out every session of `server_id`; (board, agent, sessions) of each."""
 
     def forget_sessions(self) -> int:
-        """Delete every row; how many there were."""
+        """Count out every session of every server; how many agents had some."""
 
     # tasks ----------------------------------------------------------------
     def insert_task(self, task: Task) -> None:
