@@ -146,10 +146,13 @@ class GoneServers:
     async def look(self) -> list[int]:
         """Count out the sessions of every server gone by now; their ids."""
         store = self._coordinator.store
+        # Who holds sessions first, then who runs: a server takes its lock as
+        # it starts serving MCP, before its first session as a rule, so one
+        # that started in between is seen running.
+        holding = set(await store.read(lambda tx: tx.session_servers()))
         running = await store.running_servers()
         if running is None:
             return []
-        holding = set(await store.read(lambda tx: tx.session_servers()))
         now = self._clock()
         self._missing = {s: self._missing.get(s, now) for s in holding - running}
         gone = sorted(s for s, since in self._missing.items() if now - since >= self._gone_after)
