@@ -38,6 +38,7 @@ from tenure.core.errors import StoreUnavailable
 from tenure.core.model import StoredEvent
 from tenure.store.base import Reads, new_server_id
 from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
+from tenure.store.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, Checkpointer
 from tenure.store.sqlite_group import (
     GROUP_MAX,
     LoopGroup,
@@ -63,12 +64,6 @@ T = TypeVar("T")
 #: How often `wait_for_events` looks at the file for events written by
 #: another process (in-process commits wake it at once).
 DEFAULT_POLL_INTERVAL = 0.25
-
-#: How often the checkpointer folds the WAL back into the database file.
-CHECKPOINT_INTERVAL_S = 0.5
-#: WAL pages after which the writer checkpoints by itself: a backstop only,
-#: for a checkpointer that cannot keep up (SQLite's default is 1000).
-WRITER_CHECKPOINT_PAGES = 20_000
 
 _SELECT_EVENTS = f"SELECT {columns(EVENT_COLUMNS)} FROM events"
 
@@ -104,7 +99,6 @@ class SqliteStore:
         self._closed = False
         #: This server's id (its MCP sessions' rows carry it).
         self.server_id = new_server_id()
-        self._stop_checkpoints = threading.Event()
         # Group commit: units waiting for the writer thread, and whether a
         # drain of them is already scheduled there.
         self._pending: list[tuple[Callable[[SqliteTx], Any], asyncio.Future[Any]]] = []
@@ -113,7 +107,7 @@ class SqliteStore:
         # Quick units' transaction on the event loop's thread, while open.
         self._loop_group: LoopGroup | None = None
         self._pacer = Pacer()
-        self._checkpointer: threading.Thread | None = None
+        self._checkpointer: Checkpointer | None = None
         self._last_event_id = 0
         self._event_signal = asyncio.Event()
 
@@ -175,42 +169,11 @@ class SqliteStore:
             raise
         self._last_event_id = row[0] or 0
         # Checkpoints (copying the WAL into the file, with its fsync) leave the
-        # path of commits: the checkpointer thread runs them on its own
-        # connection, so no unit of work waits for one. See `_checkpoints`.
+        # path of commits: see `tenure.store.sqlite_checkpoints`.
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
         self._writer = conn
-        self._checkpointer = threading.Thread(
-            target=self._checkpoints, name="tenure-sqlite-checkpoint", daemon=True
-        )
+        self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
-
-    def _checkpoints(self) -> None:
-        """The checkpointer thread: a PASSIVE checkpoint every CHECKPOINT_INTERVAL_S.
-
-        PASSIVE never waits for the writer or the readers; it copies what it
-        can, and once a pass has copied the whole WAL the writer starts it
-        over, so the WAL stays small while writes leave gaps. Under writes
-        that never pause (a bench's 4,000 renewals a second), a pass never
-        reaches the WAL's end before the next commit, and the WAL grows until
-        the writer's own checkpoint at WRITER_CHECKPOINT_PAGES (some 80 MB),
-        which then has little left to copy (a commit of 5-20 ms, every 20,000
-        pages). Checkpointing on the writer every 1,000 pages (SQLite's
-        default) cost more in that bench: some 7 ms each, and 52-59 us of
-        COMMIT per renewal in all against 34-40. A failure is retried at the
-        next tick.
-        """
-        conn: sqlite3.Connection | None = None
-        while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
-            try:
-                if conn is None:
-                    conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
 
     def _reader(self, *, inline: bool = False) -> sqlite3.Connection:
         """This thread's reader connection; `inline`: the one for reads run on
@@ -535,9 +498,8 @@ class SqliteStore:
         self._closed = True
         if self._loop_group is not None:
             self._loop_group.commit()
-        self._stop_checkpoints.set()
         if self._checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.stop)
         loop = asyncio.get_running_loop()
         if self._writer is not None:
             writer, self._writer = self._writer, None
