@@ -15,7 +15,7 @@ would keep its agents' counts up for good: their later closes elsewhere
 would never bring them to 0, and their leaving would go unnoticed. A server
 that starts alone forgets every row (`tenure.api.mcp`); beside others that
 still run, `GoneServers` notices servers that no longer run and counts
-their sessions out (`settle_sessions_of`), marking nothing suspect.
+their sessions out (`count_out_sessions_of`), marking nothing suspect.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class SessionCalls:
         """An MCP session (or stdio proxy) of an agent opened."""
         if not caller.is_agent:
             return
-
         server_id = self.store.server_id
 
         def unit(tx: Tx, effects: Effects) -> None:
@@ -109,7 +108,7 @@ class SessionCalls:
 
         await self.run(unit)
 
-    async def settle_sessions_of(self, server_id: int) -> int:
+    async def count_out_sessions_of(self, server_id: int) -> int:
         """Count out the open sessions of a server that is gone (it stopped
         without closing them), marking nothing suspect, as a server that
         starts alone forgets the sessions of its previous run. Returns how
@@ -157,7 +156,7 @@ class GoneServers:
         self._missing = {s: self._missing.get(s, now) for s in holding - running}
         gone = sorted(s for s, since in self._missing.items() if now - since >= self._gone_after)
         for server_id in gone:
-            agents = await self._coordinator.settle_sessions_of(server_id)
+            agents = await self._coordinator.count_out_sessions_of(server_id)
             del self._missing[server_id]
             log.info("server %d is gone: counted out its sessions of %d agents", server_id, agents)
         return gone

@@ -54,10 +54,10 @@ async def test_a_gone_servers_sessions_are_counted_out_and_nothing_turns_suspect
     await world.coordinator.session_opened(a1)
     assert await _open_sessions(world, "a1") == 3
 
-    assert await world.coordinator.settle_sessions_of(OTHER) == 1
+    assert await world.coordinator.count_out_sessions_of(OTHER) == 1
     assert await _open_sessions(world, "a1") == 1
     assert (await world.task("T-a1"))["lease"]["suspect_since"] is None
-    assert await world.coordinator.settle_sessions_of(OTHER) == 0  # nothing left there
+    assert await world.coordinator.count_out_sessions_of(OTHER) == 0  # nothing left there
 
     # Its last session, on this server, now closes as its last.
     await world.coordinator.session_closed(a1)
@@ -70,7 +70,7 @@ async def test_a_session_counted_out_already_is_not_counted_out_again(world: Wor
     their later close does not take the count below the agent's other sessions."""
     a1 = await _holding(world, "a1")
     await world.coordinator.session_opened(a1)
-    await world.coordinator.settle_sessions_of(world.store.server_id)
+    await world.coordinator.count_out_sessions_of(world.store.server_id)
     async with _as_server(world, OTHER):
         await world.coordinator.session_opened(a1)
     await world.coordinator.session_closed(a1)  # the session counted out above
