@@ -3,7 +3,6 @@ each agent's `open_sessions` with them."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from contract_records import BOARD, agent, board, seed
@@ -58,16 +57,6 @@ async def test_a_close_counts_one_down_and_the_last_removes_the_row(store: Any) 
     assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 9)) == 1
     assert await store.run(lambda tx: tx.close_session(BOARD, "a1", 8)) == 0
     assert await store.read(lambda tx: tx.session_servers()) == []
-    assert await _counts(store) == {"a1": 0}
-
-
-async def test_a_count_never_goes_below_zero(store: Any) -> None:
-    """A count written by hand, or by an older Tenure, that says fewer than the rows."""
-    await store.run(seed(board(), agent("a1")))
-    await store.run(lambda tx: [tx.open_session(BOARD, "a1", 7) for _ in range(2)])
-    stale = replace(await store.read(lambda tx: tx.get_agent(BOARD, "a1")), open_sessions=1)
-    await store.run(lambda tx: tx.update_agent(stale))
-    assert await store.run(lambda tx: tx.take_sessions(7)) == [(BOARD, "a1", 2)]
     assert await _counts(store) == {"a1": 0}
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import time
 from contextlib import suppress
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -223,7 +222,9 @@ async def test_a_server_on_postgresql_forgets_old_session_counts_only_when_alone
 
     async def left_open(sessions: int) -> None:
         def unit(tx: Any, effects: Any) -> None:
-            tx.update_agent(replace(tx.get_agent(board, "a"), open_sessions=sessions))
+            tx.forget_sessions()
+            for _ in range(sessions):
+                tx.open_session(board, "a", 99)  # a server of an earlier run
 
         async with first.admin() as admin:
             await admin.coordinator.run(unit)

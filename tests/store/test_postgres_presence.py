@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -22,6 +21,9 @@ from tenure.store.postgres_presence import PRESENCE_KEY, SERVERS_CLASS
 from tenure.store.postgres_schema import MIGRATE_LOCK_KEY
 
 pytestmark = pytest.mark.postgres
+
+#: The server id of a run before this one (ids are drawn from 1 to 2**31 - 1).
+PREVIOUS_RUN = 99
 
 
 @pytest.fixture
@@ -110,8 +112,8 @@ async def _agent_with_sessions(coordinator: Coordinator, sessions: int) -> None:
     await coordinator.admin.register_agent(ADMIN, {"id": "a"}, "b")
 
     def unit(tx: Any, effects: Any) -> None:
-        agent = tx.get_agent("b", "a")
-        tx.update_agent(replace(agent, open_sessions=sessions))
+        for _ in range(sessions):
+            tx.open_session("b", "a", PREVIOUS_RUN)
 
     await coordinator.run(unit)
 

@@ -39,7 +39,7 @@ SQL_INSERT_AGENT = (
     "WHERE EXISTS (SELECT 1 FROM boards WHERE id = %s) ON CONFLICT DO NOTHING"
 )
 SQL_UPDATE_AGENT = (
-    f"UPDATE agents SET {assignments(rows.AGENT_COLUMNS[2:])} WHERE board_id = %s AND id = %s"
+    f"UPDATE agents SET {assignments(rows.AGENT_UPDATED)} WHERE board_id = %s AND id = %s"
 )
 SQL_INSERT_TASK = (
     f"INSERT INTO tasks ({TASKS}) SELECT {marks(len(rows.TASK_COLUMNS))} "

@@ -274,7 +274,9 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
     def update_agent(self, agent: Agent) -> None:
         self._forget_reads()
         values = rows.agent_to_row(agent, rows.keep_time)
-        cur = self._exec(pgsql.SQL_UPDATE_AGENT, (*values[2:], agent.board_id, agent.id))
+        cur = self._exec(
+            pgsql.SQL_UPDATE_AGENT, (*rows.agent_update_values(values), agent.board_id, agent.id)
+        )
         _require_row(cur, f"agent {agent.id!r} of board {agent.board_id!r}")
 
     def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:

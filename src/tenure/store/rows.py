@@ -270,6 +270,18 @@ AGENT_COLUMNS = (
 )
 
 
+#: The columns `update_agent` writes: all but the keys and `open_sessions`,
+#: which only the session statements move (`tenure.store.session_rows`), so
+#: an agent written back from an earlier read never undoes a session count.
+AGENT_UPDATED = tuple(name for name in AGENT_COLUMNS[2:] if name != "open_sessions")
+_OPEN_SESSIONS_AT = AGENT_COLUMNS.index("open_sessions")
+
+
+def agent_update_values(row: Sequence[Any]) -> tuple[Any, ...]:
+    """The values of `AGENT_UPDATED` from a row in `AGENT_COLUMNS` order."""
+    return (*row[2:_OPEN_SESSIONS_AT], *row[_OPEN_SESSIONS_AT + 1 :])
+
+
 def agent_to_row(agent: Agent, time: TimeEncoder = encode_time) -> tuple[Any, ...]:
     """An agent's values in `AGENT_COLUMNS` order (`revoked` as 0/1)."""
     return (

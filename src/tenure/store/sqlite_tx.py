@@ -21,6 +21,7 @@ from tenure.store.base import ClaimFilter, OutboxRow
 from tenure.store.memo import Memo, lease_round_trips
 from tenure.store.rows import (
     AGENT_COLUMNS,
+    AGENT_UPDATED,
     BOARD_COLUMNS,
     COMMENT_COLUMNS,
     LEASE_COLUMNS,
@@ -28,6 +29,7 @@ from tenure.store.rows import (
     TASK_COLUMNS,
     agent_from_row,
     agent_to_row,
+    agent_update_values,
     board_from_row,
     board_to_row,
     columns,
@@ -104,7 +106,7 @@ _AGENT_INSERT = (
 )
 _AGENT_UPDATE = (
     "UPDATE agents SET "
-    + ", ".join(f"{name} = ?" for name in AGENT_COLUMNS[2:])
+    + ", ".join(f"{name} = ?" for name in AGENT_UPDATED)
     + " WHERE board_id = ? AND id = ?"
 )
 
@@ -259,7 +261,7 @@ class SqliteTx(SqliteUpkeep, SessionRows):
     def update_agent(self, agent: Agent) -> None:
         what = f"agent {agent.id!r} of board {agent.board_id!r}"
         row = agent_to_row(agent)
-        cursor = self._exec(_AGENT_UPDATE, (*row[2:], row[0], row[1]), what)
+        cursor = self._exec(_AGENT_UPDATE, (*agent_update_values(row), row[0], row[1]), what)
         _require_row(cursor, what)
 
     def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
