@@ -74,11 +74,13 @@ async def test_agents_are_listed_per_board_updated_and_deleted(store: Any) -> No
     await store.run(seed(board(), board("b2"), agent("a2"), agent("a1"), agent("a1", "b2")))
     assert [a.id for a in await store.read(lambda tx: tx.list_agents(BOARD))] == ["a1", "a2"]
     await store.run(lambda tx: tx.open_session(BOARD, "a1", 7))
-    # Every field but the session count, which only the session methods move:
-    # an agent written back from an earlier read never undoes one.
-    seen = agent("a1", name="Renamed", open_sessions=5, last_seen_at=at(5))
-    await store.run(lambda tx: tx.update_agent(seen))
-    assert await store.read(lambda tx: tx.get_agent(BOARD, "a1")) == replace(seen, open_sessions=1)
+    await store.run(lambda tx: tx.mark_seen(BOARD, "a1", at(5)))
+    # Every field but the session count and the last call, which statements of
+    # their own move: an agent written back from an earlier read never undoes them.
+    edited = agent("a1", name="Renamed", role="r", open_sessions=5, last_seen_at=at(1))
+    await store.run(lambda tx: tx.update_agent(edited))
+    stored = await store.read(lambda tx: tx.get_agent(BOARD, "a1"))
+    assert stored == replace(edited, open_sessions=1, last_seen_at=at(5))
     assert await store.run(lambda tx: tx.delete_agent(BOARD, "a1")) is True
     assert await store.run(lambda tx: tx.delete_agent(BOARD, "a1")) is False
     assert await store.read(lambda tx: tx.get_agent("b2", "a1")) is not None

@@ -122,8 +122,9 @@ class Tx(Protocol):
         """Add an agent; `Conflict` if (board, id) exists."""
 
     def update_agent(self, agent: Agent) -> None:
-        """Write the agent's fields, all but `open_sessions` (only the session
-        methods below move it); `NotFound` if there is no such agent."""
+        """Write the agent's fields, all but `open_sessions` and `last_seen_at`
+        (only the session methods below and `mark_seen` move them); `NotFound`
+        if there is no such agent."""
 
     def mark_seen(self, board_id: str, agent_id: str, at: datetime) -> None:
         """Set the agent's `last_seen_at` alone (an agent deleted meanwhile: nothing)."""

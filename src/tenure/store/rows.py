@@ -270,16 +270,19 @@ AGENT_COLUMNS = (
 )
 
 
-#: The columns `update_agent` writes: all but the keys and `open_sessions`,
-#: which only the session statements move (`tenure.store.session_rows`), so
-#: an agent written back from an earlier read never undoes a session count.
-AGENT_UPDATED = tuple(name for name in AGENT_COLUMNS[2:] if name != "open_sessions")
-_OPEN_SESSIONS_AT = AGENT_COLUMNS.index("open_sessions")
+#: The columns `update_agent` writes: all but the keys, and the two that
+#: statements of their own move as agents call (`open_sessions`: the session
+#: statements of `tenure.store.session_rows`; `last_seen_at`: `mark_seen`),
+#: so an agent written back from an earlier read never undoes one of those.
+AGENT_UPDATED = tuple(
+    name for name in AGENT_COLUMNS[2:] if name not in {"open_sessions", "last_seen_at"}
+)
+_UPDATED_AT = tuple(AGENT_COLUMNS.index(name) for name in AGENT_UPDATED)
 
 
 def agent_update_values(row: Sequence[Any]) -> tuple[Any, ...]:
     """The values of `AGENT_UPDATED` from a row in `AGENT_COLUMNS` order."""
-    return (*row[2:_OPEN_SESSIONS_AT], *row[_OPEN_SESSIONS_AT + 1 :])
+    return tuple(row[at] for at in _UPDATED_AT)
 
 
 def agent_to_row(agent: Agent, time: TimeEncoder = encode_time) -> tuple[Any, ...]:
