@@ -170,3 +170,7 @@ class GoneServers:
                 await self.look()
             except TenureError as err:
                 log.warning("could not count out the sessions of gone servers: %s", err.message)
+            except Exception:
+                # Anything else would end the loop unseen, and surface only
+                # when the server stops: say it, and look again next time.
+                log.exception("could not count out the sessions of gone servers")

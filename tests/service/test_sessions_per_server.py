@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from tests.support.pg import reopen_postgres_store
 from tests.support.world import World
 
@@ -78,7 +79,7 @@ async def test_a_session_counted_out_already_is_not_counted_out_again(world: Wor
     assert (await world.task("T-a1"))["lease"]["suspect_since"] is None
 
 
-async def test_gone_servers_are_settled_once_missing_long_enough(world: World) -> None:
+async def test_gone_servers_are_counted_out_once_missing_long_enough(world: World) -> None:
     a1 = await _holding(world, "a1")
     async with _as_server(world, OTHER):
         await world.coordinator.session_opened(a1)
@@ -124,3 +125,25 @@ async def test_sessions_opening_and_closing_at_once_on_two_servers_are_all_count
         assert (await world.task("T-a1"))["lease"]["state"] == "suspect"
     finally:
         await second.close()
+
+
+async def test_a_failed_look_is_logged_and_the_next_one_still_comes(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    looks: list[int] = []
+
+    async def running_servers() -> set[int]:
+        looks.append(1)
+        if len(looks) == 1:
+            raise RuntimeError("a failure nobody planned for")
+        return {world.store.server_id}
+
+    monkeypatch.setattr(world.store, "running_servers", running_servers)
+    watching = asyncio.create_task(GoneServers(world.coordinator).run(every=0.0))
+    try:
+        while len(looks) < 3:
+            assert not watching.done(), watching.exception()
+            await asyncio.sleep(0.01)
+    finally:
+        watching.cancel()
+    assert "a failure nobody planned for" in caplog.text
