@@ -161,13 +161,25 @@ class TenureClient:
         *,
         progress: int | None = 100,
         validate: bool = False,
+        claim_next: bool = False,
         branch: str | None = None,
         head_sha: str | None = None,
         task_id: str | None = None,
     ) -> Json:
-        """The held task is done (or, with `validate`, awaits a validation result)."""
+        """The held task is done (or, with `validate`, awaits a validation result).
+
+        `claim_next`: claim the next task in the same call; `answer["next"]` is
+        what `claim` would have answered, and a task given there is held (its
+        heartbeat starts) as after `claim`."""
         return self._progress(
-            "completed", progress, message, branch, head_sha, task_id, validate=validate
+            "completed",
+            progress,
+            message,
+            branch,
+            head_sha,
+            task_id,
+            validate=validate,
+            claim_next=claim_next,
         )
 
     def block(
@@ -223,6 +235,7 @@ class TenureClient:
         task_id: str | None,
         *,
         validate: bool = False,
+        claim_next: bool = False,
     ) -> Json:
         target = self._target(task_id)
         body: Json = {"status": status, "message": message}
@@ -231,6 +244,8 @@ class TenureClient:
                 body[key] = value
         if validate:
             body["validate"] = True
+        if claim_next:
+            body["claim_next"] = True
         if target == self._task_id and self._epoch is not None:
             body["epoch"] = self._epoch
         path = f"/tasks/{target}/progress"
@@ -240,6 +255,9 @@ class TenureClient:
             return answer
         answer = self._ending(target, lambda: self._call("POST", path, body), _still_held)
         self._follow(target, answer)
+        claimed = answer.get("next") or {}
+        if claimed.get("task") is not None and claimed.get("lease") is not None:
+            self._hold(claimed["lease"])
         return answer
 
     def _ending(

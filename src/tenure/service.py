@@ -86,15 +86,16 @@ class Coordinator(SessionCalls):
         quick: bool = False,
         caller: Caller | None = None,
         task_id: str | None = None,
-        claim: bool = False,
+        claim_below: int | None = None,
     ) -> T:
         """Run `unit` in a transaction, retrying lost version races; then publish.
 
         `quick`: an agent's call, a few indexed statements (see `Store.run`).
         `caller`: the agent whose call this is, when `unit` starts by reading
         it and its leases (`_agent`, then `Held.read`); then, with `task_id`,
-        that task of its board (`_task`), or with `claim`, the first claim
-        candidate (`pick`). The store may read all of them with BEGIN.
+        that task of its board (`_task`); with `claim_below`, the first claim
+        candidate (`pick`) when the agent holds fewer live leases than that.
+        The store may read all of them with BEGIN.
 
         A refusal that recorded something (a late note) is raised here, after
         its record committed.
@@ -105,7 +106,7 @@ class Coordinator(SessionCalls):
                 caller.board_id,
                 caller.agent_id,
                 task_id=task_id,
-                claim_below=self.options.max_tasks_per_agent if claim else None,
+                claim_below=claim_below,
             )
         for _attempt in range(RACE_RETRIES):
             effects = Effects()
@@ -238,19 +239,16 @@ class Coordinator(SessionCalls):
         return Subject(task, live, callers_last, holds_other)
 
     def _answer(
-        self, tx: Tx, agent: Agent, change: Change, task: Task, held: Held
+        self, tx: Tx, change: Change, task: Task, held: Held, views: LeaseViews
     ) -> dict[str, Any]:
-        """The common answer to an agent's act on a task."""
-        now = tx.now
+        """The common answer to an agent's act on a task, but its notice."""
         current = change.task or task
         mine = held.get(current.id)
-        views = LeaseViews(now, self.policy)
         return {
             "ok": change.error is None,
             "result": str(change.kind),
-            "task": task_view(current, now, self.policy, mine, views=views),
+            "task": task_view(current, tx.now, self.policy, mine, views=views),
             "lease": views.of(mine) if mine else None,
-            "notice": self._seen(tx, agent, held, views),
         }
 
     def _act(
@@ -258,8 +256,12 @@ class Coordinator(SessionCalls):
         caller: Caller,
         task_id: str,
         decide: Callable[[Tx, Subject, Agent], Change],
+        *,
+        then_claim: bool = False,
     ) -> Callable[[Tx, Effects], dict[str, Any]]:
-        """A unit of work for an agent's act on one of its board's tasks."""
+        """A unit of work for an agent's act on one of its board's tasks;
+        with `then_claim`, a claim follows an act that was not refused, in the
+        same unit, and its answer is the act's `next`."""
 
         def unit(tx: Tx, effects: Effects) -> dict[str, Any]:
             agent = self._agent(tx, caller)
@@ -270,7 +272,11 @@ class Coordinator(SessionCalls):
             write(tx, change, effects)
             held.apply(change)
             self._touch_others(tx, agent, effects, skip=task.id, held=held)
-            answer = self._answer(tx, agent, change, task, held)
+            views = LeaseViews(tx.now, self.policy)
+            answer = self._answer(tx, change, task, held, views)
+            if then_claim and change.error is None:
+                answer["next"] = self._claim(tx, effects, agent, held, views)
+            answer["notice"] = self._seen(tx, agent, held, views)
             if change.error is not None:
                 # The refusal is raised after commit; carry the notice with it.
                 change.error.details.setdefault("notice", answer["notice"])
@@ -279,13 +285,24 @@ class Coordinator(SessionCalls):
         return unit
 
     async def _run_act(
-        self, caller: Caller, task_id: str, decide: Callable[[Tx, Subject, Agent], Change]
+        self,
+        caller: Caller,
+        task_id: str,
+        decide: Callable[[Tx, Subject, Agent], Change],
+        *,
+        then_claim: bool = False,
     ) -> dict[str, Any]:
         """Run `_act`'s unit for an agent's call (its agent, leases and task
-        may be read with BEGIN; a malformed task id is the unit's to refuse)."""
+        may be read with BEGIN, and with `then_claim` the first claim
+        candidate too; a malformed task id is the unit's to refuse)."""
         read = task_id if is_id(task_id) else None
         return await self.run(
-            self._act(caller, task_id, decide), quick=True, caller=caller, task_id=read
+            self._act(caller, task_id, decide, then_claim=then_claim),
+            quick=True,
+            caller=caller,
+            task_id=read,
+            # The act may end one of the leases BEGIN would count.
+            claim_below=self.options.max_tasks_per_agent + 1 if then_claim else None,
         )
 
     # -------------------------------------------------------------- agent calls
@@ -320,15 +337,27 @@ class Coordinator(SessionCalls):
                 tx.update_agent(agent)
             book = Held.read(tx, agent)
             self._touch_others(tx, agent, effects, skip=None, held=book)
-            held = book.leases()
-            if len(held) >= self.options.max_tasks_per_agent:
-                return self._nothing(tx, agent, "agent_holds_a_task", held, book)
-            task, reason = pick(tx, agent)
-            if task is None:
-                return self._nothing(tx, agent, reason, held, book)
-            return self._grant(tx, effects, agent, task, book)
+            views = LeaseViews(tx.now, self.policy)
+            answer = self._claim(tx, effects, agent, book, views)
+            answer["notice"] = self._seen(tx, agent, book, views)
+            return answer
 
-        return await self.run(unit, quick=True, caller=caller, claim=True)
+        return await self.run(
+            unit, quick=True, caller=caller, claim_below=self.options.max_tasks_per_agent
+        )
+
+    def _claim(
+        self, tx: Tx, effects: Effects, agent: Agent, book: Held, views: LeaseViews
+    ) -> dict[str, Any]:
+        """A claim for `agent` within a unit (SPEC, Claiming): the answer of
+        `request_next_task` but its notice, which the unit adds last."""
+        held = book.leases()
+        if len(held) >= self.options.max_tasks_per_agent:
+            return self._nothing("agent_holds_a_task", held, views)
+        task, reason = pick(tx, agent)
+        if task is None:
+            return self._nothing(reason, held, views)
+        return self._grant(tx, effects, agent, task, views, book)
 
     async def assign(
         self, caller: Caller, board_id: str, task_id: str, agent_id: str
@@ -347,35 +376,34 @@ class Coordinator(SessionCalls):
                     f"task {task_id!r} is {task.status}, not todo",
                     details={"status": str(task.status)},
                 )
-            return self._grant(tx, effects, agent, task)
+            # An admin's call, not the agent's: the agent is not marked seen,
+            # so its next call's notice still tells it what it lost before.
+            return self._grant(tx, effects, agent, task, LeaseViews(tx.now, self.policy))
 
         return await self.run(unit, quick=True)
 
     def _grant(
-        self, tx: Tx, effects: Effects, agent: Agent, task: Task, held: Held | None = None
+        self,
+        tx: Tx,
+        effects: Effects,
+        agent: Agent,
+        task: Task,
+        views: LeaseViews,
+        held: Held | None = None,
     ) -> dict[str, Any]:
-        now = tx.now
-        change = rules.create(task, agent.id, now, self.policy)
+        """Give `task` to `agent` under a new lease; the answer, with no notice."""
+        change = rules.create(task, agent.id, tx.now, self.policy)
         write(tx, change, effects)
         if held is not None:
             held.apply(change)
         granted = change.task or task
         lease = change.lease
         assert lease is not None  # create always makes a lease
-        views = LeaseViews(now, self.policy)
-        view = task_view(granted, now, self.policy, lease, views=views)
-        return {
-            "ok": True,
-            "task": view,
-            "lease": views.of(lease),
-            "handoff": view["handoff"],
-            "notice": self._seen(tx, agent, held, views),
-        }
+        view = task_view(granted, tx.now, self.policy, lease, views=views)
+        return {"ok": True, "task": view, "lease": views.of(lease), "handoff": view["handoff"]}
 
-    def _nothing(
-        self, tx: Tx, agent: Agent, reason: str, held: list[Lease], book: Held
-    ) -> dict[str, Any]:
-        views = LeaseViews(tx.now, self.policy)
+    def _nothing(self, reason: str, held: list[Lease], views: LeaseViews) -> dict[str, Any]:
+        """A claim's answer when no task fits, with the reason; no notice."""
         return {
             "ok": True,
             "task": None,
@@ -383,15 +411,24 @@ class Coordinator(SessionCalls):
             "message": NOTHING_READY[reason],
             "retry_after_s": self.options.claim_retry_after_s,
             "held": [views.of(lease) for lease in held],
-            "notice": self._seen(tx, agent, book, views),
         }
 
-    async def report_progress(self, caller: Caller, task_id: str, report: Report) -> dict[str, Any]:
-        """A progress report (in_progress, completed or blocked) by an agent."""
+    async def report_progress(
+        self, caller: Caller, task_id: str, report: Report, *, claim_next: bool = False
+    ) -> dict[str, Any]:
+        """A progress report (in_progress, completed or blocked) by an agent.
+
+        `claim_next`: when the report is not refused, `request_next_task`
+        follows it in the same unit of work, and the answer carries the claim's
+        answer as `next` (a task under a new lease, or none and why). An agent
+        finishing a task and taking the next makes one call, and the database
+        one commit, instead of two.
+        """
         return await self._run_act(
             caller,
             task_id,
             lambda tx, subject, agent: rules.report(subject, agent.id, report, tx.now, self.policy),
+            then_claim=claim_next,
         )
 
     async def heartbeat(

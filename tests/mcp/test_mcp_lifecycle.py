@@ -39,6 +39,7 @@ async def test_tools_are_listed_with_schemas_and_advice(steady: LiveServer, tran
         "description": "Percent done, 0 to 100.",
     }
     assert progress["properties"]["status"]["enum"] == ["in_progress", "completed", "blocked"]
+    assert progress["properties"]["claim_next"]["type"] == "boolean"
     assert "agent_id" not in by_name["request_next_task"].input_schema["properties"]
     for name in ("request_next_task", "report_task_progress"):
         assert "lease_lost" in (by_name[name].description or "")
@@ -87,6 +88,31 @@ async def test_register_claim_report_complete(steady: LiveServer, transport: str
             return [a["open_sessions"] for a in agents if a["id"] == "worker"] == [0]
 
         await wait_for(closed, timeout=5.0)
+
+
+async def test_a_completion_can_claim_the_next_task_in_the_same_call(
+    steady: LiveServer, transport: str
+) -> None:
+    async with steady.admin() as admin:
+        board, _ = await admin.board("t1", "t2")
+        token = await admin.agent(board, "worker")
+        async with agent_session(steady, token, transport) as agent:
+            first = await agent.call("request_next_task")
+            done = await agent.call(
+                "report_task_progress",
+                task_id=first["task"]["id"],
+                status="completed",
+                claim_next=True,
+            )
+            assert done["task"]["status"] == "done"
+            second = done["next"]["task"]["id"]
+            assert {first["task"]["id"], second} == {"t1", "t2"}
+            assert done["next"]["lease"]["epoch"] == 1
+            assert [held["task_id"] for held in done["notice"]["leases"]] == [second]
+            last = await agent.call(
+                "report_task_progress", task_id=second, status="completed", claim_next=True
+            )
+            assert last["next"]["task"] is None and last["next"]["reason"] == "no_todo_tasks"
 
 
 async def test_a_recovered_task_comes_with_its_handoff(brisk: LiveServer, transport: str) -> None:

@@ -31,6 +31,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("report_task_progress", {"task_id": "t1", "status": "finished"}, "invalid_input"),
     ("report_task_progress", {"task_id": "t1", "message": "x" * 100 * 1024}, "invalid_input"),
     ("report_task_progress", {"task_id": "t1", "branch": "-evil"}, "invalid_input"),
+    ("report_task_progress", {"task_id": "t1", "claim_next": "yes"}, "invalid_input"),
     ("report_task_progress", {"progress": 10}, "invalid_input"),
     ("report_task_progress", {"task_id": "t1", "agent_id": "someone"}, "invalid_input"),
     ("report_blocker", {"task_id": "t1", "description": "", "severity": "high"}, "invalid_input"),

@@ -225,6 +225,32 @@ def test_a_heartbeat_crossing_a_completion_is_not_reported_as_a_loss(server: Liv
         assert answer["task"] is None and answer["reason"] == "no_todo_tasks"
 
 
+def test_a_worker_finishes_and_takes_the_next_task_in_one_call(server: LiveServer) -> None:
+    fleet = new_board(server, "chain")
+    fleet.add_tasks(*({"id": f"n{i}", "title": f"step {i}"} for i in range(3)))
+    with TenureClient(server.url, heartbeat_min_s=0.05, heartbeat_max_s=0.05) as worker:
+        worker.register("chainer", enrolment_key=fleet.enrolment_key)
+        held = worker.claim()["task"]["id"]
+        finished = []
+        for _ in range(3):
+            answer = worker.complete("done", claim_next=True)
+            assert answer["task"]["id"] == held and answer["task"]["status"] == "done"
+            finished.append(held)
+            following = answer["next"]["task"]
+            if following is None:
+                assert answer["next"]["reason"] == "no_todo_tasks"
+                assert worker.task_id is None
+                break
+            # The client holds the new lease: its heartbeat quotes the new epoch.
+            held = following["id"]
+            assert worker.task_id == held and worker.epoch == answer["next"]["lease"]["epoch"]
+            sent = worker.heartbeats_sent
+            wait_until(lambda sent=sent: worker.heartbeats_sent > sent, 5, what="a heartbeat")
+        assert sorted(finished) == ["n0", "n1", "n2"]
+    refused = fleet.agent("other")[0].post("/tasks/n0/progress", json={"claim_next": "later"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_input"
+
+
 def test_the_agent_protocol_routes_over_http(server: LiveServer) -> None:
     fleet = new_board(server, "proto")
     fleet.add_tasks({"id": "p1", "title": "Protocol", "description": "every route once"})

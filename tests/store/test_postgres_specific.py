@@ -689,6 +689,44 @@ async def test_a_units_task_or_first_claim_candidate_comes_with_begin(
     assert len(sent) == 1
 
 
+async def test_an_act_then_a_claim_reads_the_task_and_the_candidate_with_begin(
+    stores: list[PostgresStore], dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An act that may be followed by a claim (a report with `claim_next`)
+    reads its task and the first claim candidate with BEGIN. Writing the act's
+    task keeps the candidate good when that task leaves `todo`; writing it
+    back to `todo`, or writing the candidate itself, sends the claim to the
+    database."""
+    store = await open_into(stores, dsn)
+    await store.run(_board_with_tasks(3, agents=1))
+    sent = _count_statements(monkeypatch)
+    both = Reads(BOARD, "a0", task_id="t002", claim_below=1)
+
+    def act_then_claim(status: TaskStatus, written: str = "t002") -> Callable[[Tx], list[str]]:
+        def unit(tx: Tx) -> list[str]:
+            task = tx.get_task(BOARD, written, for_update=True)
+            assert task is not None
+            tx.update_task(replace(task, status=status))
+            return [t.id for t in tx.claim_candidates(ClaimFilter(BOARD, limit=1))]
+
+        return unit
+
+    def reads_sent() -> int:
+        found = [sql for sql in sent if sql.lstrip().startswith("SELECT")]
+        sent.clear()
+        return len(found)
+
+    assert await store.run(act_then_claim(TaskStatus.DONE), reads=both) == ["t000"]
+    assert reads_sent() == 0
+    # t002 back to todo: it may now come first (recovered tasks do), so ask.
+    assert await store.run(act_then_claim(TaskStatus.TODO), reads=both) == ["t000"]
+    assert reads_sent() == 1
+    # Writing the candidate itself (read apart): it is no longer what BEGIN read.
+    in_progress = act_then_claim(TaskStatus.IN_PROGRESS, written="t000")
+    assert await store.run(in_progress, reads=both) == ["t001"]
+    assert reads_sent() == 2
+
+
 async def test_the_read_with_begin_survives_its_statement_being_deallocated(
     stores: list[PostgresStore], dsn: str
 ) -> None:

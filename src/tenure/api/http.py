@@ -161,7 +161,8 @@ async def heartbeat_all(who: Who, c: Coord) -> Json:
 async def progress(task_id: str, body: ProgressIn, who: Who, c: Coord) -> Json:
     """A progress report by the holder: renews the lease; `completed` finishes the
     task; `blocked` ends the lease. A late report from an old holder claims the task
-    back when nobody took it, else is refused with `lease_lost`."""
+    back when nobody took it, else is refused with `lease_lost`. With `claim_next`,
+    a claim follows in the same transaction: its answer is `next`."""
     report = Report(
         status=body.status,
         progress=body.progress,
@@ -171,7 +172,7 @@ async def progress(task_id: str, body: ProgressIn, who: Who, c: Coord) -> Json:
         epoch=body.epoch,
         validate=body.validate_,
     )
-    return await c.report_progress(who, task_id, report)
+    return await c.report_progress(who, task_id, report, claim_next=body.claim_next)
 
 
 @router.post("/tasks/{task_id}/heartbeat", tags=["agent protocol"])

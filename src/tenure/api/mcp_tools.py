@@ -141,7 +141,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         "`status`: `in_progress` (default), `completed` when the work is done and "
         "pushed (add `validate: true` to ask for a validation window instead of "
         "finishing at once), or `blocked` (prefer report_blocker). The answer holds "
-        "the task and your renewed lease. " + LEASE_LOST_ADVICE,
+        "the task and your renewed lease. With `claim_next: true` the next task is "
+        "claimed in the same call once this report ends your lease: the answer's "
+        "`next` is what request_next_task would have answered. " + LEASE_LOST_ADVICE,
         {
             "task_id": _TASK_ID,
             "status": {"type": "string", "enum": list(STATUSES), "default": "in_progress"},
@@ -161,6 +163,11 @@ TOOLS: tuple[ToolSpec, ...] = (
                 "type": "boolean",
                 "default": False,
                 "description": "With status `completed`: keep the task open for validation.",
+            },
+            "claim_next": {
+                "type": "boolean",
+                "default": False,
+                "description": "Then claim your next task in the same call (answer: `next`).",
             },
             "epoch": _EPOCH,
         },
@@ -362,7 +369,9 @@ async def call_tool(
         return await c.request_next_task(caller, worktree=args.get("worktree"))
     if name == "report_task_progress":
         task_id = _task_id(args)
-        return await c.report_progress(caller, task_id, report_from(args))
+        report = report_from(args)
+        then = _flag(args.get("claim_next"), "claim_next")
+        return await c.report_progress(caller, task_id, report, claim_next=then)
     if name == "report_blocker":
         task_id = _task_id(args)
         description = check_text(args.get("description"), "description")

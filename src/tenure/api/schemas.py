@@ -100,7 +100,8 @@ class AssignIn(_Body):
 
 class ProgressIn(_Body):
     """A progress report by the holder. `completed` ends the task (or opens a
-    validation window with `validate`); `blocked` ends the lease."""
+    validation window with `validate`); `blocked` ends the lease. `claim_next`:
+    then claim the agent's next task in the same call (the answer's `next`)."""
 
     status: Literal["in_progress", "completed", "blocked"] = "in_progress"
     progress: Annotated[int, Field(ge=0, le=100)] | None = None
@@ -109,6 +110,7 @@ class ProgressIn(_Body):
     head_sha: Sha | None = None
     epoch: Epoch | None = None
     validate_: Annotated[bool, Field(alias="validate")] = False
+    claim_next: bool = False
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -51,7 +51,8 @@ class Reads:
     An agent's call starts by reading the agent (`get_agent`), then its
     leases (`leases_of_agent` since its last call); then, for an act on a
     task, that task locked (`get_task(for_update=True)`); for a claim, the
-    first claim candidate (`claim_candidates` with limit 1). PostgreSQL sends
+    first claim candidate (`claim_candidates` with limit 1); for an act that
+    may be followed by a claim in the same unit, both. PostgreSQL sends
     these reads with BEGIN, in one round trip; each result answers the unit's
     first read that asks for exactly it. SQLite reads rows in process and
     ignores this.

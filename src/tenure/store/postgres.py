@@ -262,8 +262,8 @@ class PostgresStore:
     def _begin(self, conn: psycopg.Connection[Any], reads: Reads | None = None) -> PostgresTx:
         """BEGIN, with the reads that come with it, in one round trip: the
         database's clock (unless one was injected), then what `reads` names
-        (`pgsql.SQL_AGENT_AND_LEASES`, then `SQL_TASK_LOCKED` or
-        `SQL_FIRST_CANDIDATE`)."""
+        (`pgsql.SQL_AGENT_AND_LEASES`, then `SQL_TASK_LOCKED`,
+        `SQL_FIRST_CANDIDATE` or both)."""
         statements = self._prepared(conn)
         steps: list[Step] = [(_BEGIN, None)]
         if self._clock is None:
@@ -464,7 +464,7 @@ def _read_steps(reads: Reads) -> list[Step]:
     steps: list[Step] = [(pgsql.SQL_AGENT_AND_LEASES, (board, agent))]
     if reads.task_id is not None:
         steps.append((pgsql.SQL_TASK_LOCKED, (board, reads.task_id)))
-    elif reads.claim_below is not None:
+    if reads.claim_below is not None:
         steps.append((pgsql.SQL_FIRST_CANDIDATE, (board, reads.claim_below, board, agent)))
     return steps
 

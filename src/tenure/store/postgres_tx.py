@@ -49,6 +49,9 @@ from tenure.store.postgres_pipe import Prepared
 from tenure.store.postgres_upkeep import PostgresUpkeep
 from tenure.store.session_rows import SessionRows
 
+#: Rows as a statement gave them.
+Rows = list[tuple[Any, ...]]
+
 T = TypeVar("T")
 
 __all__ = [
@@ -151,14 +154,10 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         self._saw(task.updated_at)
         return task
 
-    def prefetched(
-        self,
-        reads: Reads,
-        found: list[tuple[Any, ...]],
-        then: list[tuple[Any, ...]] | None = None,
-    ) -> None:
+    def prefetched(self, reads: Reads, found: list[tuple[Any, ...]], *then: Rows) -> None:
         """Take the rows read with BEGIN for `reads`: `found` from
-        `pgsql.SQL_AGENT_AND_LEASES`, `then` from its task or claim read.
+        `pgsql.SQL_AGENT_AND_LEASES`, then those of its task read and of its
+        claim read, each when `reads` names it (in that order).
 
         The unit's first `get_agent` of that agent, its first `leases_of_agent`
         since that agent's last call, its first `get_task` of that task, and
@@ -167,11 +166,13 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         the agent held too many leases for it to run.
         """
         key = (reads.board_id, reads.agent_id)
-        if reads.task_id is not None and then is not None:
-            task = self._task(then[0]) if then else None
+        rest = list(then)
+        if reads.task_id is not None and rest:
+            task_rows = rest.pop(0)
+            task = self._task(task_rows[0]) if task_rows else None
             self._task_read = ((reads.board_id, reads.task_id), task)
-        elif reads.claim_below is not None and then:
-            self._candidate_read = (reads.board_id, self._task(then[0]))
+        if reads.claim_below is not None and rest and rest[0]:
+            self._candidate_read = (reads.board_id, self._task(rest[0][0]))
         if not found:
             self._agent_read = (key, None)
             return
@@ -185,9 +186,21 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         """A write of an agent or a lease: what BEGIN read of them may be stale."""
         self._agent_read = self._leases_read = None
 
-    def _forget_task_reads(self) -> None:
-        """A write of a task: what BEGIN read of tasks may be stale."""
-        self._task_read = self._candidate_read = None
+    def _forget_task_reads(self, written: Task | None = None) -> None:
+        """A write of a task (`written`, when it is an update): what BEGIN read
+        of tasks may be stale. The first claim candidate stays good when the
+        task written is another and is not `todo` afterwards: then the board's
+        `todo` tasks and their order are what BEGIN saw (an act that finishes
+        its task, then claims, in one unit)."""
+        self._task_read = None
+        candidate = self._candidate_read
+        if (
+            written is None
+            or candidate is None
+            or candidate[1].id == written.id
+            or written.status is TaskStatus.TODO
+        ):
+            self._candidate_read = None
 
     def _lease(self, row: Sequence[Any]) -> Lease:
         lease = rows.lease_from_row(row)
@@ -327,7 +340,7 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
 
     def update_task(self, task: Task) -> None:
         """Write every field of `task`."""
-        self._forget_task_reads()
+        self._forget_task_reads(task)
         values = rows.task_to_row(task, rows.keep_time)
         params = (*values[2:], task.board_id, task.id)
         what = f"task {task.id!r} of board {task.board_id!r}"
