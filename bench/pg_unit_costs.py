@@ -6,7 +6,10 @@ COMMIT, and the rest (the core, the views, the pool).
 The parts are timed by wrapping the store's own methods for this process
 only; the figures include the wrappers' few microseconds.
 
-    .venv/bin/python bench/pg_unit_costs.py --tasks 2000 --runs 3
+    .venv/bin/python bench/pg_unit_costs.py --tasks 2000 --runs 3 [--together]
+
+`--together`: the agent finishes each task with a report that claims the
+next (`claim_next`), one unit of work a task.
 """
 
 from __future__ import annotations
@@ -47,14 +50,18 @@ def _timed(method: Callable[..., Any], name: str, totals: Counter[str]) -> Calla
     return timed
 
 
-async def one_run(tasks: int) -> tuple[float, dict[str, tuple[float, float]]]:
-    """Tasks per second, and per part (wall us, CPU us) per unit of work."""
+async def one_run(
+    tasks: int, *, together: bool = False
+) -> tuple[float, dict[str, tuple[float, float]], float]:
+    """Tasks per second; per part, (wall us, CPU us) per unit of work; and
+    the statements sent on their own per unit."""
     totals: Counter[str] = Counter()
     originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in PARTS]
     for owner, attr, name in PARTS:
         setattr(owner, attr, _timed(getattr(owner, attr), name, totals))
     try:
-        rate = await queue_rate(tasks, 1, Path(tempfile.mkdtemp(prefix="tenure-bench-")))
+        folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
+        rate = await queue_rate(tasks, 1, folder, together=together)
     finally:
         for owner, attr, original in originals:
             setattr(owner, attr, original)
@@ -66,19 +73,23 @@ async def one_run(tasks: int) -> tuple[float, dict[str, tuple[float, float]]]:
     wall, cpu = parts["the unit"]
     named = [parts[name] for _, _, name in PARTS[1:]]
     parts["the rest"] = (wall - sum(w for w, _ in named), cpu - sum(c for _, c in named))
-    return rate, parts
+    return rate, parts, totals[f"{PARTS[2][2]}|calls"] / units
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--together", action="store_true", help="complete with claim_next")
     args = parser.parse_args()
     if not pg_available():
         raise SystemExit("PostgreSQL at 127.0.0.1:5432 is not reachable")
     for run in range(args.runs):
-        rate, parts = await one_run(args.tasks)
-        print(f"run {run + 1}: {rate:,.0f} claim+complete/s, one agent; per unit of work:")
+        rate, parts, alone = await one_run(args.tasks, together=args.together)
+        print(
+            f"run {run + 1}: {rate:,.0f} claim+complete/s, one agent; per unit of work "
+            f"({alone:.2f} statements on their own):"
+        )
         for name, (wall, cpu) in parts.items():
             print(f"  {name:32} wall {wall:7.1f} us   CPU {cpu:7.1f} us")
 

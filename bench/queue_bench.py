@@ -3,9 +3,11 @@
 The counterpart of `procrastinate_side.py` (fetch and finish N no-op jobs):
 same PostgreSQL server, same connection kind (TCP 127.0.0.1). Each agent
 loops `request_next_task` then a `completed` report until nothing is left;
-the rate is tasks finished per second of the whole run.
+with `--together`, it claims once, then finishes each task with a report
+that claims the next (`claim_next`): one call and one commit per task. The
+rate is tasks finished per second of the whole run.
 
-    .venv/bin/python bench/queue_bench.py --tasks 2000 --concurrency 1,8
+    .venv/bin/python bench/queue_bench.py --tasks 2000 --concurrency 1,8 [--together]
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ from common import open_bench, seed_agents, seed_todo
 from tenure.core.decisions import Report
 
 
-async def queue_rate(tasks: int, concurrency: int, folder: Path, kind: str = "postgres") -> float:
-    """Tasks claimed and completed per second by `concurrency` agents."""
+async def queue_rate(
+    tasks: int,
+    concurrency: int,
+    folder: Path,
+    kind: str = "postgres",
+    *,
+    together: bool = False,
+) -> float:
+    """Tasks claimed and completed per second by `concurrency` agents; with
+    `together`, each completion claims the next task in the same call."""
     bench = await open_bench(kind, folder, pool=max(concurrency, 2))
     try:
         await seed_todo(bench, "job", tasks)
@@ -34,11 +44,15 @@ async def queue_rate(tasks: int, concurrency: int, folder: Path, kind: str = "po
 
         async def work(agent: Any) -> None:
             nonlocal finished
-            while True:
-                got = await c.request_next_task(agent)
-                if got["task"] is None:
-                    return
-                await c.report_progress(agent, got["task"]["id"], Report(status="completed"))
+            done = Report(status="completed")
+            got = await c.request_next_task(agent)
+            while got["task"] is not None:
+                if together:
+                    task_id = got["task"]["id"]
+                    got = (await c.report_progress(agent, task_id, done, claim_next=True))["next"]
+                else:
+                    await c.report_progress(agent, got["task"]["id"], done)
+                    got = await c.request_next_task(agent)
                 finished += 1
 
         start = time.perf_counter()
@@ -56,10 +70,13 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--backend", default="postgres", choices=["sqlite", "postgres"])
+    parser.add_argument("--together", action="store_true", help="complete with claim_next")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
-        rate = await queue_rate(args.tasks, concurrency, folder, args.backend)
+        rate = await queue_rate(
+            args.tasks, concurrency, folder, args.backend, together=args.together
+        )
         print(json.dumps({"concurrency": concurrency, "rate": rate}), flush=True)
 
 

@@ -243,21 +243,25 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             "## Tenure and Procrastinate on one PostgreSQL server (TCP 127.0.0.1)",
             "",
             f"N = {q['jobs']:,}. Procrastinate: a worker fetching and finishing N no-op "
-            "jobs (`wait=False`). Tenure: agents in process, each looping "
-            "`request_next_task` + a `completed` report. Each run measures Procrastinate "
-            "and then Tenure; the ratio is the median of the runs' ratios (min-max).",
+            "jobs (`wait=False`). Tenure, agents in process: *two calls*, each looping "
+            "`request_next_task` + a `completed` report (two commits a task); "
+            "*claim_next*, each finishing a task with a `completed` report that claims "
+            "the next in the same call (one commit a task). Each run measures "
+            "Procrastinate and then Tenure; a ratio is the median of the runs' ratios "
+            "(min-max).",
             "",
-            "| concurrency | Procrastinate jobs/s | Tenure tasks/s | Tenure / Procrastinate |",
-            "|---:|---:|---:|---:|",
+            "| concurrency | Procrastinate jobs/s | Tenure, two calls | ratio "
+            "| Tenure, claim_next | ratio |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
+        together = q.get("together", {})
         for conc_s in sorted(q["tenure"], key=int):
             theirs = q["procrastinate"].get(conc_s, [])
-            ours = q["tenure"][conc_s]
-            ratio = paired(ours, theirs) if len(theirs) == len(ours) else summary([])
-            lines.append(
-                f"| {conc_s} | {fmt(summary(theirs))} | {fmt(summary(ours))} | "
-                f"**{fmt(ratio, 2, 'x')}** |"
-            )
+            cells = [fmt(summary(theirs))]
+            for ours in (q["tenure"][conc_s], together.get(conc_s, [])):
+                ratio = paired(ours, theirs) if len(theirs) == len(ours) else summary([])
+                cells += [fmt(summary(ours)), f"**{fmt(ratio, 2, 'x')}**"]
+            lines.append(f"| {conc_s} | " + " | ".join(cells) + " |")
         lines.append("")
     path.write_text("\n".join(lines))
 
@@ -390,14 +394,18 @@ async def queues_in_turn(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     jobs = cfg["queue_jobs"]
     proc: dict[str, list[float]] = {"1": [], "8": []}
     tenure: dict[str, list[float]] = {"1": [], "8": []}
+    together: dict[str, list[float]] = {"1": [], "8": []}
     for run in range(cfg["queue_runs"]):
         log(f"run {run + 1}: Procrastinate side")
         for concurrency, rates in procrastinate_rates(jobs, 1).items():
             proc[str(concurrency)] += rates
         for concurrency in (1, 8):
-            log(f"run {run + 1}: Tenure side, concurrency {concurrency}")
+            log(f"run {run + 1}: Tenure side, concurrency {concurrency}, two calls a task")
             tenure[str(concurrency)].append(await queue_rate(jobs, concurrency, folder))
-    return {"jobs": jobs, "procrastinate": proc, "tenure": tenure}
+            log(f"run {run + 1}: Tenure side, concurrency {concurrency}, claim_next")
+            rate = await queue_rate(jobs, concurrency, folder, together=True)
+            together[str(concurrency)].append(rate)
+    return {"jobs": jobs, "procrastinate": proc, "tenure": tenure, "together": together}
 
 
 def paired(ours: list[float], theirs: list[float]) -> dict[str, float]:
