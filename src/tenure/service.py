@@ -291,18 +291,23 @@ class Coordinator(SessionCalls):
         decide: Callable[[Tx, Subject, Agent], Change],
         *,
         then_claim: bool = False,
+        may_end: bool = False,
     ) -> dict[str, Any]:
         """Run `_act`'s unit for an agent's call (its agent, leases and task
-        may be read with BEGIN, and with `then_claim` the first claim
-        candidate too; a malformed task id is the unit's to refuse)."""
+        may be read with BEGIN, and with `then_claim` and an act that `may_end`
+        its lease, the first claim candidate too; a malformed task id is the
+        unit's to refuse)."""
         read = task_id if is_id(task_id) else None
+        # The candidate is read locked, so other claimers skip it meanwhile:
+        # only for an act that may free the agent to take it. The act may end
+        # one of the leases BEGIN would count.
+        below = self.options.max_tasks_per_agent + 1 if then_claim and may_end else None
         return await self.run(
             self._act(caller, task_id, decide, then_claim=then_claim),
             quick=True,
             caller=caller,
             task_id=read,
-            # The act may end one of the leases BEGIN would count.
-            claim_below=self.options.max_tasks_per_agent + 1 if then_claim else None,
+            claim_below=below,
         )
 
     # -------------------------------------------------------------- agent calls
@@ -429,6 +434,7 @@ class Coordinator(SessionCalls):
             task_id,
             lambda tx, subject, agent: rules.report(subject, agent.id, report, tx.now, self.policy),
             then_claim=claim_next,
+            may_end=report.status != "in_progress" and not report.validate,
         )
 
     async def heartbeat(

@@ -13,6 +13,7 @@ from tests.support.world import World
 from tenure.auth import Caller
 from tenure.core.decisions import Report
 from tenure.core.errors import LeaseLost
+from tenure.store.base import Reads
 
 
 async def _finish(world: World, caller: Caller, task_id: str, **fields: Any) -> dict[str, Any]:
@@ -127,3 +128,31 @@ async def test_an_admin_assignment_does_not_swallow_the_agents_notice_of_a_loss(
     notice = await world.coordinator.touch(a1)
     assert [lost["task_id"] for lost in notice["lost"]] == ["T0"]
     assert [lease["task_id"] for lease in notice["leases"]] == ["T1"]
+
+
+async def test_only_a_report_that_may_end_the_lease_reads_a_claim_candidate_with_begin(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL reads the candidate locked, so other claimers skip it while
+    the unit runs: a report that keeps the lease (in progress, or asking for
+    validation) must not ask for it, whatever `claim_next` says."""
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.add_task("T2")
+    await world.claim(a1)
+    hints: list[Reads | None] = []
+    real = world.store.run
+
+    async def recording(fn: Any, *, quick: bool = False, reads: Reads | None = None) -> Any:
+        hints.append(reads)
+        return await real(fn, quick=quick, reads=reads)
+
+    monkeypatch.setattr(world.store, "run", recording)
+    for fields in ({"status": "in_progress"}, {"status": "completed", "validate": True}):
+        answer = await world.coordinator.report_progress(
+            a1, "T1", Report(progress=50, **fields), claim_next=True
+        )
+        assert answer["next"]["reason"] == "agent_holds_a_task"
+    await _finish(world, a1, "T1")
+    limit = world.coordinator.options.max_tasks_per_agent
+    assert [hint.claim_below if hint else None for hint in hints] == [None, None, limit + 1]
