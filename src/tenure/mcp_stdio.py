@@ -75,6 +75,8 @@ class Upstream:
         self.token = token
         self.session_id: str | None = None
         self.protocol_version: str | None = None
+        #: What the server tells agents to do, from its initialize answer.
+        self.instructions: str | None = None
         self._client: Client | None = None
         self._http: httpx2.AsyncClient | None = None
         self._generation = 0
@@ -135,6 +137,7 @@ class Upstream:
         client = await stack.enter_async_context(Client(transport, mode="legacy"))
         self._client, self._http = client, http
         self.protocol_version = client.protocol_version
+        self.instructions = client.instructions
         self._generation += 1
         self._ready.set()
 
@@ -232,7 +235,8 @@ def build_proxy(upstream: Upstream, tools: list[types.Tool]) -> Server[Any]:
         "tenure",
         version=__version__,
         title="Tenure (stdio proxy)",
-        instructions=None,
+        # The agent reads the server's own instructions, as over HTTP.
+        instructions=upstream.instructions,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.mcp.conftest import BRISK_GRACE, BRISK_LEASE, BRISK_MONITOR_INTERVAL
 from tests.mcp.live import Admin, LiveServer, agent_session, wait_for
 
+from tenure.api.mcp import INSTRUCTIONS
 from tenure.auth import ADMIN
 
 EXPECTED_TOOLS = {
@@ -43,6 +44,18 @@ async def test_tools_are_listed_with_schemas_and_advice(steady: LiveServer, tran
     assert "agent_id" not in by_name["request_next_task"].input_schema["properties"]
     for name in ("request_next_task", "report_task_progress"):
         assert "lease_lost" in (by_name[name].description or "")
+
+
+async def test_the_server_instructions_reach_the_agent_on_both_transports(
+    steady: LiveServer, transport: str
+) -> None:
+    """Through `tenure mcp` too: the proxy hands on what the server says."""
+    async with steady.admin() as admin:
+        _, key = await admin.board()
+    async with agent_session(steady, key, transport) as agent:
+        told = agent.client.instructions
+    assert told == INSTRUCTIONS
+    assert "claim_next=true" in told and "lease_lost" in told
 
 
 async def test_register_claim_report_complete(steady: LiveServer, transport: str) -> None:
