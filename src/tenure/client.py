@@ -183,12 +183,21 @@ class TenureClient:
         )
 
     def block(
-        self, description: str, severity: str = "medium", *, task_id: str | None = None
+        self,
+        description: str,
+        severity: str = "medium",
+        *,
+        claim_next: bool = False,
+        task_id: str | None = None,
     ) -> Json:
-        """The worker cannot go on: the lease ends and the task is `blocked`."""
+        """The worker cannot go on: the lease ends and the task is `blocked`
+        (`claim_next` as for `complete`)."""
         target = self._target(task_id)
-        body = {"description": description, "severity": severity}
+        body: Json = {"description": description, "severity": severity}
+        if claim_next:
+            body["claim_next"] = True
         answer = self._ending(target, lambda: self._call("POST", f"/tasks/{target}/block", body))
+        self._take_next(answer)
         return answer
 
     def release(self, message: str = "", *, task_id: str | None = None) -> Json:
@@ -255,9 +264,7 @@ class TenureClient:
             return answer
         answer = self._ending(target, lambda: self._call("POST", path, body), _still_held)
         self._follow(target, answer)
-        claimed = answer.get("next") or {}
-        if claimed.get("task") is not None and claimed.get("lease") is not None:
-            self._hold(claimed["lease"])
+        self._take_next(answer)
         return answer
 
     def _ending(
@@ -349,6 +356,12 @@ class TenureClient:
             with self._lock:
                 self._epoch = lease.get("epoch", self._epoch)
                 self._seconds_left = float(lease.get("seconds_left") or 0.0)
+
+    def _take_next(self, answer: Json) -> None:
+        """Hold the task a `claim_next` gave, as `claim` does."""
+        claimed = answer.get("next") or {}
+        if claimed.get("task") is not None and claimed.get("lease") is not None:
+            self._hold(claimed["lease"])
 
     def _drop(self, task_id: str | None) -> None:
         """The task is no longer held (finished, given back or lost)."""

@@ -467,9 +467,16 @@ class Coordinator(SessionCalls):
         return await self._run_act(caller, task_id, decide)
 
     async def report_blocker(
-        self, caller: Caller, task_id: str, description: str, severity: str = "medium"
+        self,
+        caller: Caller,
+        task_id: str,
+        description: str,
+        severity: str = "medium",
+        *,
+        claim_next: bool = False,
     ) -> dict[str, Any]:
-        """The holder cannot go on: the lease ends and the task is `blocked`."""
+        """The holder cannot go on: the lease ends and the task is `blocked`
+        (`claim_next` as for `report_progress`)."""
         reason = f"[{severity}] {description}" if severity else description
         return await self._run_act(
             caller,
@@ -477,6 +484,8 @@ class Coordinator(SessionCalls):
             lambda tx, subject, agent: rules.block(
                 subject, agent.id, tx.now, self.policy, reason=reason
             ),
+            then_claim=claim_next,
+            may_end=True,
         )
 
     async def release_task(self, caller: Caller, task_id: str, message: str = "") -> dict[str, Any]:

@@ -36,6 +36,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("report_task_progress", {"task_id": "t1", "agent_id": "someone"}, "invalid_input"),
     ("report_blocker", {"task_id": "t1", "description": "", "severity": "high"}, "invalid_input"),
     ("report_blocker", {"task_id": "t1", "description": "x", "severity": "dire"}, "invalid_input"),
+    ("report_blocker", {"task_id": "t1", "description": "x", "claim_next": 1}, "invalid_input"),
     ("release_task", {"task_id": "../t1"}, "invalid_input"),
     ("get_task_context", {"task_id": "missing"}, "not_found"),
     ("heartbeat", {"task_id": "t1", "epoch": -3}, "invalid_input"),

@@ -247,6 +247,13 @@ def test_a_worker_finishes_and_takes_the_next_task_in_one_call(server: LiveServe
             sent = worker.heartbeats_sent
             wait_until(lambda sent=sent: worker.heartbeats_sent > sent, 5, what="a heartbeat")
         assert sorted(finished) == ["n0", "n1", "n2"]
+    fleet.add_tasks({"id": "n3", "title": "stuck"}, {"id": "n4", "title": "after"})
+    with TenureClient(server.url, heartbeat_min_s=30, heartbeat_max_s=30) as worker:
+        worker.register("blocked-one", enrolment_key=fleet.enrolment_key)
+        stuck = worker.claim()["task"]["id"]
+        moved = worker.block("no access", claim_next=True)
+        assert moved["task"]["status"] == "blocked"
+        assert worker.task_id == moved["next"]["task"]["id"] != stuck
     refused = fleet.agent("other")[0].post("/tasks/n0/progress", json={"claim_next": "later"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_input"
 

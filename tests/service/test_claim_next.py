@@ -79,6 +79,19 @@ async def test_a_blocked_report_with_claim_next_moves_on_to_the_next_task(world:
     assert blocked["next"]["task"]["id"] == "T2"
 
 
+async def test_a_blocker_report_with_claim_next_moves_on_to_the_next_task(world: World) -> None:
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.add_task("T2")
+    await world.claim(a1)
+    blocked = await world.coordinator.report_blocker(
+        a1, "T1", "no credentials for the staging database", "high", claim_next=True
+    )
+    assert blocked["task"]["status"] == "blocked"
+    assert blocked["next"]["task"]["id"] == "T2"
+    assert [lease["task_id"] for lease in blocked["notice"]["leases"]] == ["T2"]
+
+
 async def test_a_refused_report_with_claim_next_claims_nothing(world: World) -> None:
     a1 = await world.add_agent("a1")
     a2 = await world.add_agent("a2")

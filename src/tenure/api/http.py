@@ -189,8 +189,11 @@ async def heartbeat(task_id: str, who: Who, c: Coord, body: HeartbeatIn | None =
 
 @router.post("/tasks/{task_id}/block", tags=["agent protocol"])
 async def block(task_id: str, body: BlockIn, who: Who, c: Coord) -> Json:
-    """The holder cannot go on: the lease ends and the task is `blocked`."""
-    return await c.report_blocker(who, task_id, body.description, body.severity)
+    """The holder cannot go on: the lease ends and the task is `blocked`. With
+    `claim_next`, a claim follows in the same transaction: its answer is `next`."""
+    return await c.report_blocker(
+        who, task_id, body.description, body.severity, claim_next=body.claim_next
+    )
 
 
 @router.post("/tasks/{task_id}/release", tags=["agent protocol"])

@@ -55,6 +55,11 @@ _EPOCH = {
     "description": "Optional fencing token: the lease epoch request_next_task gave you. "
     "If it is no longer current the call is refused with lease_lost.",
 }
+_CLAIM_NEXT = {
+    "type": "boolean",
+    "default": False,
+    "description": "Then claim your next task in the same call (answer: `next`).",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +169,7 @@ TOOLS: tuple[ToolSpec, ...] = (
                 "default": False,
                 "description": "With status `completed`: keep the task open for validation.",
             },
-            "claim_next": {
-                "type": "boolean",
-                "default": False,
-                "description": "Then claim your next task in the same call (answer: `next`).",
-            },
+            "claim_next": _CLAIM_NEXT,
             "epoch": _EPOCH,
         },
         ("task_id",),
@@ -178,7 +179,8 @@ TOOLS: tuple[ToolSpec, ...] = (
         "Report that you are blocked",
         "Call when you cannot go on with your task (missing access, unclear "
         "requirement, broken dependency). It ends your lease and marks the task "
-        "`blocked` so a human can look; then call request_next_task.",
+        "`blocked` so a human can look; then call request_next_task, or pass "
+        "`claim_next: true` to claim your next task in the same call (answer: `next`).",
         {
             "task_id": _TASK_ID,
             "description": {
@@ -187,6 +189,7 @@ TOOLS: tuple[ToolSpec, ...] = (
                 f"(at most {MAX_TEXT_BYTES} bytes).",
             },
             "severity": {"type": "string", "enum": list(SEVERITIES), "default": "medium"},
+            "claim_next": _CLAIM_NEXT,
         },
         ("task_id", "description"),
     ),
@@ -378,7 +381,8 @@ async def call_tool(
         if not description.strip():
             raise InvalidInput("description is required", details={"field": "description"})
         severity = _choice(args.get("severity"), "severity", SEVERITIES, "medium")
-        return await c.report_blocker(caller, task_id, description, severity)
+        then = _flag(args.get("claim_next"), "claim_next")
+        return await c.report_blocker(caller, task_id, description, severity, claim_next=then)
     if name == "release_task":
         task_id = _task_id(args)
         return await c.release_task(caller, task_id, _text(args.get("message"), "message"))

@@ -125,10 +125,12 @@ class HeartbeatIn(_Body):
 
 
 class BlockIn(_Body):
-    """The holder cannot go on."""
+    """The holder cannot go on. `claim_next`: then claim the agent's next task
+    in the same call (the answer's `next`)."""
 
     description: Annotated[str, Field(min_length=1, max_length=16 * 1024)]
     severity: Literal["low", "medium", "high", "critical"] = "medium"
+    claim_next: bool = False
 
 
 class ReleaseIn(_Body):
