@@ -6,7 +6,9 @@ agents, so every per-board and per-agent query meets them) are bulk-inserted.
 Ten bench agents then, one call at a time:
 - claim and complete, alternating (each claim takes a fresh todo task);
 - hold one lease each and renew (a progress report) in turn;
-- touch (any other authenticated call) in turn.
+- touch (any other authenticated call) in turn;
+and the statistics of every lease (what the dashboard and /metrics ask for)
+are read once per run, before the calls.
 
     .venv/bin/python bench/inprocess.py --backend sqlite --sizes 10,1000,10000
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 from common import Bench, Deadline, open_bench, seed_agents, seed_live, seed_todo, summary
 
+from tenure.auth import ADMIN
 from tenure.core.decisions import Report
 
 AGENTS = 10
@@ -123,6 +126,12 @@ async def bench_size(
         agents = await seed_agents(bench, "agent", max(AGENTS, 2 * callers))
         per_run: dict[str, list[float]] = {}
         for run in range(runs):
+            if callers == 1:
+                started = time.perf_counter()
+                await bench.coordinator.admin.statistics(ADMIN)
+                per_run.setdefault("statistics_ms", []).append(
+                    (time.perf_counter() - started) * 1000
+                )
             for name, rate in (await _cycle(bench, agents, run, ops, seconds, callers)).items():
                 per_run.setdefault(name, []).append(rate)
         return {

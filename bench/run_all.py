@@ -194,6 +194,19 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
                 ratio = rows[100_000]["renew"]["median"] / rows[10]["renew"]["median"]
                 lines.append(f"- {backend}: renew rate at 100k live / at 10 live = **{ratio:.2f}**")
         lines.append("")
+        timed = [r for r in ops if "statistics_ms" in r]
+        if timed:
+            lines += [
+                "The statistics of every live lease (by state and flag, as the dashboard "
+                "and `/metrics` read them), milliseconds:",
+                "",
+                "| backend | live leases | statistics ms |",
+                "|---|---:|---:|",
+            ]
+            lines += [
+                f"| {r['backend']} | {r['live']:,} | {fmt(r['statistics_ms'], 1)} |" for r in timed
+            ]
+            lines.append("")
     conc = data.get("concurrent_renew", [])
     if conc:
         lines += [

@@ -18,6 +18,7 @@ from tenure.core.policy import ConservativePolicy, Policy, ProgressivePolicy
 
 __all__ = [
     "compute_recover_after",
+    "expiring_soon_before",
     "first_duration",
     "lease_state",
     "median_interval",
@@ -46,6 +47,13 @@ def lease_state(lease: Lease, now: datetime, policy: Policy) -> LeaseState:
     if (lease.expires_at - now).total_seconds() < policy.warning_threshold_s:
         return LeaseState.EXPIRING_SOON
     return LeaseState.ACTIVE
+
+
+def expiring_soon_before(now: datetime, policy: Policy) -> datetime:
+    """`lease_state`'s warning rule as a moment: a live lease that is not
+    expired, suspect or in grace at `now` is expiring soon exactly when it
+    expires before this (for a store that counts states in SQL)."""
+    return ensure_utc(now, "now") + timedelta(seconds=policy.warning_threshold_s)
 
 
 def seconds_left(lease: Lease, now: datetime) -> float:

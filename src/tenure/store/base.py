@@ -34,6 +34,7 @@ from tenure.core.model import (
     Task,
     TaskStatus,
 )
+from tenure.core.stats import LeaseSummary
 
 T = TypeVar("T")
 
@@ -207,6 +208,12 @@ class Tx(Protocol):
     def live_leases_of_agent(self, board_id: str, agent_id: str) -> list[Lease]: ...
 
     def live_leases(self, board_id: str | None = None) -> list[Lease]: ...
+
+    def lease_summary(self, board_id: str | None, now: datetime, soon: datetime) -> LeaseSummary:
+        """The live leases (of one board, or all) counted by state at `now` and
+        by flag, as `tenure.core.stats.summarize` counts them; `soon` is
+        `expiring_soon_before(now)`."""
+        ...
 
     def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
         """The live lease of each task named by (board id, task id) that has one."""

@@ -32,9 +32,11 @@ import psycopg
 
 from tenure.core.errors import Conflict, NotFound, TenureError
 from tenure.core.model import Agent, Board, Event, Lease, Task, TaskStatus
+from tenure.core.stats import LeaseSummary
 from tenure.store import postgres_sql as pgsql
 from tenure.store import rows
 from tenure.store.base import ClaimFilter, Reads
+from tenure.store.lease_summary import summary_of, summary_params, summary_sql
 from tenure.store.postgres_errors import translate
 from tenure.store.postgres_kept import KeptWrites
 from tenure.store.postgres_log import (
@@ -499,6 +501,10 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         if board_id is None:
             return self._leases("ended_at IS NULL", (), "ORDER BY board_id, task_id")
         return self._leases("board_id = %s AND ended_at IS NULL", (board_id,), "ORDER BY task_id")
+
+    def lease_summary(self, board_id: str | None, now: datetime, soon: datetime) -> LeaseSummary:
+        sql = summary_sql("%s", scoped=board_id is not None)
+        return summary_of(self._all(sql, summary_params(now, soon, board_id)), list)
 
     def live_leases_of_tasks(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
         if not keys:

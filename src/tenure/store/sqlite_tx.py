@@ -17,7 +17,9 @@ from typing import Any
 
 from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
 from tenure.core.model import Agent, Board, Comment, Event, Lease, Task, TaskStatus
+from tenure.core.stats import LeaseSummary
 from tenure.store.base import ClaimFilter, OutboxRow
+from tenure.store.lease_summary import summary_of, summary_params, summary_sql
 from tenure.store.memo import Memo, lease_round_trips
 from tenure.store.rows import (
     AGENT_COLUMNS,
@@ -39,6 +41,7 @@ from tenure.store.rows import (
     encode_time,
     lease_from_row,
     lease_to_row,
+    load_strings,
     outbox_from_row,
     placeholders,
     task_from_row,
@@ -133,6 +136,8 @@ _CLAIM_CANDIDATES = (
 )
 
 _LEASE_SELECT = f"SELECT {columns(LEASE_COLUMNS)} FROM leases"
+#: Live leases through their index, never a scan of the whole lease history.
+_LIVE_INDEX = "INDEXED BY leases_one_live_per_task "
 _LEASE_INSERT = (
     f"INSERT INTO leases ({columns(LEASE_COLUMNS)}) VALUES ({placeholders(len(LEASE_COLUMNS))})"
 )
@@ -408,16 +413,20 @@ class SqliteTx(SqliteUpkeep, SessionRows):
     def live_leases(self, board_id: str | None = None) -> list[Lease]:
         if board_id is None:
             rows = self._all(
-                f"{_LEASE_SELECT} INDEXED BY leases_one_live_per_task "
-                "WHERE ended_at IS NULL ORDER BY board_id, task_id"
+                f"{_LEASE_SELECT} {_LIVE_INDEX}WHERE ended_at IS NULL ORDER BY board_id, task_id"
             )
         else:
             rows = self._all(
-                f"{_LEASE_SELECT} INDEXED BY leases_one_live_per_task "
-                "WHERE board_id = ? AND ended_at IS NULL ORDER BY task_id",
+                f"{_LEASE_SELECT} {_LIVE_INDEX}WHERE board_id = ? AND ended_at IS NULL "
+                "ORDER BY task_id",
                 (board_id,),
             )
         return [_LEASES.of(row) for row in rows]
+
+    def lease_summary(self, board_id: str | None, now: datetime, soon: datetime) -> LeaseSummary:
+        sql = summary_sql("?", scoped=board_id is not None, index_hint=_LIVE_INDEX)
+        params = summary_params(encode_time(now), encode_time(soon), board_id)
+        return summary_of(self._all(sql, params), load_strings)
 
     def due_leases(self, now: datetime, limit: int) -> list[Lease]:
         rows = self._all(
