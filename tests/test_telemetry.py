@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tenure.core.model import Counter, LeaseFlag, LeaseState
-from tenure.telemetry import LogSink, Telemetry, configure_logging
+from tenure.telemetry import LeaseGauges, LogSink, Telemetry, configure_logging
 
 
 def _samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -235,3 +236,30 @@ def test_text_logs_are_for_people_and_reconfiguring_replaces_the_handler() -> No
 def test_an_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format"):
         configure_logging("xml")
+
+
+async def test_lease_gauges_are_read_at_most_once_a_max_age_and_once_for_scrapes_together() -> None:
+    telemetry = Telemetry(sinks=[])
+    now = [100.0]
+    reads: list[float] = []
+    gate = asyncio.Event()
+
+    async def read() -> dict[str, Any]:
+        reads.append(now[0])
+        await gate.wait()
+        return {"by_state": {"active": len(reads)}, "by_flag": {}}
+
+    gauges = LeaseGauges(telemetry, read, max_age_s=1.0, clock=lambda: now[0])
+    gate.set()
+    await gauges.refresh()
+    now[0] += 0.5
+    await gauges.refresh()  # within the max age: the last reading stands
+    assert reads == [100.0] and _value(telemetry, "tenure_leases", state="active") == 1
+    now[0] += 0.5
+    gate.clear()
+    together = [asyncio.create_task(gauges.refresh()) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(*together)
+    assert reads == [100.0, 101.0]
+    assert _value(telemetry, "tenure_leases", state="active") == 2

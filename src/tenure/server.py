@@ -43,7 +43,7 @@ from tenure.service import Coordinator, Options
 from tenure.settings import Settings, load_settings
 from tenure.sinks import Sink
 from tenure.store.base import Store
-from tenure.telemetry import CONTENT_TYPE_LATEST, Telemetry, configure_logging
+from tenure.telemetry import CONTENT_TYPE_LATEST, LeaseGauges, Telemetry, configure_logging
 
 log = logging.getLogger("tenure.server")
 
@@ -149,6 +149,12 @@ class Runtime:
     #: The admin token, when this start created it (shown once).
     new_admin_token: str | None = None
     _supervisor: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        #: The lease gauges of /metrics, read at most once a second.
+        self.lease_gauges = LeaseGauges(
+            self.telemetry, lambda: self.coordinator.admin.statistics(ADMIN)
+        )
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool | None = None) -> Runtime:
@@ -362,8 +368,8 @@ def create_app(
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
-        # The lease gauges are a snapshot: take it at each scrape.
-        runtime.telemetry.set_lease_gauges(await runtime.coordinator.admin.statistics(ADMIN))
+        # The lease gauges are a snapshot, taken at scrapes (at most once a second).
+        await runtime.lease_gauges.refresh()
         return Response(runtime.telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(
