@@ -21,6 +21,15 @@ async def _finish(world: World, caller: Caller, task_id: str, **fields: Any) -> 
     return await world.coordinator.report_progress(caller, task_id, report, claim_next=True)
 
 
+async def _holding_t1_with_t2_waiting(world: World) -> Caller:
+    """Agent a1, holding task T1, with T2 ready on the board."""
+    a1 = await world.add_agent("a1")
+    await world.add_task("T1")
+    await world.add_task("T2")
+    assert (await world.claim(a1))["task"]["id"] == "T1"
+    return a1
+
+
 async def test_a_completion_with_claim_next_gives_the_next_task_in_claim_order(
     world: World,
 ) -> None:
@@ -51,10 +60,7 @@ async def test_a_completion_with_claim_next_gives_the_next_task_in_claim_order(
 async def test_claim_next_after_a_report_that_keeps_the_lease_is_told_it_holds_a_task(
     world: World,
 ) -> None:
-    a1 = await world.add_agent("a1")
-    await world.add_task("T1")
-    await world.add_task("T2")
-    await world.claim(a1)
+    a1 = await _holding_t1_with_t2_waiting(world)
     validating = await _finish(world, a1, "T1", validate=True)
     assert validating["task"]["status"] == "in_progress"
     assert validating["next"]["task"] is None
@@ -68,10 +74,7 @@ async def test_claim_next_after_a_report_that_keeps_the_lease_is_told_it_holds_a
 
 
 async def test_a_blocked_report_with_claim_next_moves_on_to_the_next_task(world: World) -> None:
-    a1 = await world.add_agent("a1")
-    await world.add_task("T1")
-    await world.add_task("T2")
-    await world.claim(a1)
+    a1 = await _holding_t1_with_t2_waiting(world)
     blocked = await world.coordinator.report_progress(
         a1, "T1", Report(status="blocked", message="needs a key"), claim_next=True
     )
@@ -80,10 +83,7 @@ async def test_a_blocked_report_with_claim_next_moves_on_to_the_next_task(world:
 
 
 async def test_a_blocker_report_with_claim_next_moves_on_to_the_next_task(world: World) -> None:
-    a1 = await world.add_agent("a1")
-    await world.add_task("T1")
-    await world.add_task("T2")
-    await world.claim(a1)
+    a1 = await _holding_t1_with_t2_waiting(world)
     blocked = await world.coordinator.report_blocker(
         a1, "T1", "no credentials for the staging database", "high", claim_next=True
     )
@@ -149,10 +149,7 @@ async def test_only_a_report_that_may_end_the_lease_reads_a_claim_candidate_with
     """PostgreSQL reads the candidate locked, so other claimers skip it while
     the unit runs: a report that keeps the lease (in progress, or asking for
     validation) must not ask for it, whatever `claim_next` says."""
-    a1 = await world.add_agent("a1")
-    await world.add_task("T1")
-    await world.add_task("T2")
-    await world.claim(a1)
+    a1 = await _holding_t1_with_t2_waiting(world)
     hints: list[Reads | None] = []
     real = world.store.run
 
