@@ -149,9 +149,10 @@ class Runtime:
     #: The admin token, when this start created it (shown once).
     new_admin_token: str | None = None
     _supervisor: asyncio.Task[None] | None = None
+    #: The lease gauges of /metrics, read at most once a second.
+    lease_gauges: LeaseGauges = field(init=False)
 
     def __post_init__(self) -> None:
-        #: The lease gauges of /metrics, read at most once a second.
         self.lease_gauges = LeaseGauges(
             self.telemetry, lambda: self.coordinator.admin.statistics(ADMIN)
         )
