@@ -306,8 +306,8 @@ class LeaseGauges:
     """The lease gauges of `/metrics`, read from the statistics at most once a
     `max_age_s`.
 
-    Reading them counts every live lease in the database (some 50-150 ms at
-    100k live leases), and `/metrics` asks for no token: scrapes in a loop
+    Reading them counts every live lease in the database (some 30-300 ms at
+    100k live leases, by the bench), and `/metrics` asks for no token: scrapes in a loop
     would have the database do that work as often as asked. A scrape within
     `max_age_s` of the last reading is served from it, and scrapes that come
     together wait for one reading.

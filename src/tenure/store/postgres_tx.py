@@ -156,7 +156,7 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         self._saw(task.updated_at)
         return task
 
-    def prefetched(self, reads: Reads, found: list[tuple[Any, ...]], *then: Rows) -> None:
+    def prefetched(self, reads: Reads, found: Rows, *then: Rows) -> None:
         """Take the rows read with BEGIN for `reads`: `found` from
         `pgsql.SQL_AGENT_AND_LEASES`, then those of its task read and of its
         claim read, each when `reads` names it (in that order).
@@ -168,13 +168,12 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         the agent held too many leases for it to run.
         """
         key = (reads.board_id, reads.agent_id)
-        rest = list(then)
-        if reads.task_id is not None and rest:
-            task_rows = rest.pop(0)
+        results = iter(then)
+        if reads.task_id is not None and (task_rows := next(results, None)) is not None:
             task = self._task(task_rows[0]) if task_rows else None
             self._task_read = ((reads.board_id, reads.task_id), task)
-        if reads.claim_below is not None and rest and rest[0]:
-            self._candidate_read = (reads.board_id, self._task(rest[0][0]))
+        if reads.claim_below is not None and (candidates := next(results, None)):
+            self._candidate_read = (reads.board_id, self._task(candidates[0]))
         if not found:
             self._agent_read = (key, None)
             return
