@@ -195,11 +195,16 @@ class Admin:
 
         def unit(tx: Tx) -> list[dict[str, Any]]:
             self._board(tx, scope)
-            leases = {lease.task_id: lease for lease in tx.live_leases(scope)}
-            return [
-                task_view(t, tx.now, self.c.policy, leases.get(t.id))
-                for t in tx.list_tasks(scope, wanted)
-            ]
+            tasks = tx.list_tasks(scope, wanted)
+            if wanted in (None, TaskStatus.IN_PROGRESS):
+                # Most of the board's live leases are wanted: read them at once.
+                leases = {lease.task_id: lease for lease in tx.live_leases(scope)}
+            else:
+                # A few tasks of a busy board (its todo or done ones): their own
+                # leases only, not every live lease of the board.
+                keys = [(scope, t.id) for t in tasks]
+                leases = {key[1]: lease for key, lease in tx.live_leases_of_tasks(keys).items()}
+            return [task_view(t, tx.now, self.c.policy, leases.get(t.id)) for t in tasks]
 
         return await self.c.store.read(unit)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.world import World
 
 from tenure.core.decisions import Report
 from tenure.core.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+from tenure.core.model import TaskStatus
+from tenure.store.base import Tx
 
 
 async def test_a_revoked_or_rotated_away_token_is_refused(world: World) -> None:
@@ -208,3 +212,33 @@ async def test_a_note_no_store_can_keep_is_refused_and_changes_nothing(world: Wo
         await world.coordinator.report_progress(a1, "T1", Report(progress=50, message="a\x00b"))
     assert refused.value.details["field"] == "message"
     assert await world.task("T1") == before
+
+
+async def test_a_listing_by_status_shows_each_tasks_own_live_lease(world: World) -> None:
+    agents = [await world.add_agent(name) for name in ("a1", "a2", "a3")]
+    for task_id in ("T1", "T2", "T3", "T4"):
+        await world.add_task(task_id)
+    for agent in agents:
+        await world.claim(agent)  # a1 holds T1, a2 T2, a3 T3
+    await world.report(agents[1], "T2", status="completed", progress=100)
+    await world.coordinator.report_blocker(agents[2], "T3", "no access")
+
+    async def listed(status: str | None) -> dict[str, Any]:
+        rows = await world.coordinator.admin.list_tasks(world.admin, "b1", status)
+        return {row["id"]: row["lease"] and row["lease"]["agent_id"] for row in rows}
+
+    assert await listed(None) == {"T1": "a1", "T2": None, "T3": None, "T4": None}
+    assert await listed("in_progress") == {"T1": "a1"}
+    assert await listed("done") == {"T2": None}
+    assert await listed("blocked") == {"T3": None}
+    assert await listed("todo") == {"T4": None}
+
+    # A lease is shown from the lease table, whatever status the task row says:
+    # a filtered listing that reads only its own tasks' leases must find it.
+    def relabel(tx: Tx) -> None:
+        task = tx.get_task("b1", "T1")
+        assert task is not None
+        tx.update_task(replace(task, status=TaskStatus.TODO))
+
+    await world.coordinator.store.run(relabel)
+    assert await listed("todo") == {"T1": "a1", "T4": None}
