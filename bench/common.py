@@ -231,6 +231,9 @@ async def seed_todo(bench: Bench, prefix: str, count: int) -> None:
 
     if count:
         await bench.store.run(unit)
+        # The tasks table may have grown many times over since the planner
+        # last counted it; autovacuum would count it again within a minute.
+        await analyze(bench)
 
 
 async def seed_agents(bench: Bench, prefix: str, count: int) -> list[Caller]:
