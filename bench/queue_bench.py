@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +34,12 @@ async def queue_rate(
     kind: str = "postgres",
     *,
     together: bool = False,
+    costs: dict[str, float] | None = None,
 ) -> float:
     """Tasks claimed and completed per second by `concurrency` agents; with
-    `together`, each completion claims the next task in the same call."""
+    `together`, each completion claims the next task in the same call. Given
+    `costs`, fills in the CPU seconds a task cost this process (`python`) and
+    the PostgreSQL server (`postgres`)."""
     bench = await open_bench(kind, folder, pool=max(concurrency, 2))
     try:
         await seed_todo(bench, "job", tasks)
@@ -55,14 +60,42 @@ async def queue_rate(
                     got = await c.request_next_task(agent)
                 finished += 1
 
+        server, own = _server_cpu(), _own_cpu()
         start = time.perf_counter()
         await asyncio.gather(*(work(a) for a in agents))
         elapsed = time.perf_counter() - start
         if finished != tasks:
             raise RuntimeError(f"finished {finished} of {tasks}")
+        if costs is not None:
+            after = _server_cpu()
+            # A process that ended meanwhile is missing after: its time is lost,
+            # so this is a lower bound (the pool's backends all outlive the run).
+            used = sum(ticks - server.get(pid, 0) for pid, ticks in after.items())
+            costs["postgres"] = used / os.sysconf("SC_CLK_TCK") / tasks
+            costs["python"] = (_own_cpu() - own) / tasks
         return finished / elapsed
     finally:
         await bench.close()
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu() -> dict[str, int]:
+    """CPU ticks (user + system) of every running PostgreSQL process, by pid."""
+    ticks: dict[str, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                name, fields = handle.read().rsplit(")", 1)
+        except OSError:
+            continue  # ended meanwhile
+        if name.endswith("(postgres"):
+            values = fields.split()
+            ticks[pid] = int(values[11]) + int(values[12])
+    return ticks
 
 
 async def main() -> None:
@@ -71,13 +104,18 @@ async def main() -> None:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--backend", default="postgres", choices=["sqlite", "postgres"])
     parser.add_argument("--together", action="store_true", help="complete with claim_next")
+    parser.add_argument("--cpu", action="store_true", help="also the CPU time a task cost")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
+        costs: dict[str, float] | None = {} if args.cpu else None
         rate = await queue_rate(
-            args.tasks, concurrency, folder, args.backend, together=args.together
+            args.tasks, concurrency, folder, args.backend, together=args.together, costs=costs
         )
-        print(json.dumps({"concurrency": concurrency, "rate": rate}), flush=True)
+        row: dict[str, Any] = {"concurrency": concurrency, "rate": rate}
+        if costs:
+            row |= {f"{name}_cpu_us_per_task": round(s * 1e6) for name, s in costs.items()}
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
