@@ -76,6 +76,39 @@ async def test_events_of_a_rolled_back_unit_never_appear(store: Any) -> None:
     assert await store.events_after(0) == []
 
 
+async def test_events_queued_by_one_unit_keep_their_order_and_data_and_wake_followers(
+    store: Any, reopen: Any
+) -> None:
+    """Queued events go to the log with the unit's commit: in the order
+    queued, every value as given (JSON that needs escaping too), and a
+    follower of another instance is woken."""
+    await store.run(seed(board()))
+    (before,) = await store.run(_append(Event(EventType.TASK_CREATED, BOARD, at(0))))
+    awkward = {"note": 'quote " backslash \\ brace } comma , \u00e9\u4e2d', "n": [1, None]}
+    queued = [
+        Event(EventType.LEASE_RELEASED, BOARD, at(1), "t1", "a1", 3, awkward),
+        Event(EventType.TASK_UPDATED, BOARD, at(2)),
+        Event(EventType.LEASE_CREATED, BOARD, at(3), "t2", "a2", 1, {"phase": 0}),
+    ]
+
+    def unit(tx: Any) -> None:
+        for event in queued:
+            tx.queue_event(event)
+
+    other = await reopen()
+    waiter = asyncio.create_task(store.wait_for_events(before, timeout=30))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    await other.run(unit)
+    await asyncio.wait_for(waiter, timeout=10)
+    log = await store.events_after(before)
+    assert [(e.type, e.at, e.task_id, e.agent_id, e.epoch, e.data) for e in log] == [
+        (e.type, e.at, e.task_id, e.agent_id, e.epoch, e.data) for e in queued
+    ]
+    assert [e.id for e in log] == sorted(e.id for e in log)
+
+
 async def test_wait_for_events_wakes_when_an_event_commits(store: Any) -> None:
     await store.run(seed(board()))
     (known,) = await store.run(_append(Event(EventType.TASK_CREATED, BOARD, at(0))))
