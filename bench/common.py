@@ -236,6 +236,63 @@ async def seed_todo(bench: Bench, prefix: str, count: int) -> None:
         await analyze(bench)
 
 
+_SQLITE_SEED_HISTORY = (
+    """
+INSERT INTO tasks (board_id, id, title, status, epoch, created_at, updated_at, completed_at)
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+SELECT ?, printf('done-%07d', i), 'done before', 'done', 1, ?, ?, ? FROM n
+""",
+    """
+INSERT INTO leases (board_id, task_id, epoch, agent_id, version, assigned_at, expires_at,
+                    grace_s, recover_after, last_renewed_at, last_signal_at, ended_at, end_reason)
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+SELECT ?, printf('done-%07d', i), 1, printf('%s-%04d', ?, i % ?), 2, ?, ?, 60.0, ?, ?, ?, ?,
+       'completed' FROM n
+""",
+)
+_PG_SEED_HISTORY = (
+    """
+INSERT INTO tasks (board_id, id, title, status, epoch, created_at, updated_at, completed_at)
+SELECT %(board)s, 'done-' || lpad(i::text, 7, '0'), 'done before', 'done', 1,
+       %(now)s, %(now)s, %(now)s
+FROM generate_series(0, %(count)s - 1) AS i
+""",
+    """
+INSERT INTO leases (board_id, task_id, epoch, agent_id, version, assigned_at, expires_at,
+                    grace_s, recover_after, last_renewed_at, last_signal_at, ended_at, end_reason)
+SELECT %(board)s, 'done-' || lpad(i::text, 7, '0'), 1,
+       %(prefix)s || '-' || lpad((i %% %(agents)s)::text, 4, '0'), 2,
+       %(now)s, %(now)s, 60.0, %(now)s, %(now)s, %(now)s, %(now)s, 'completed'
+FROM generate_series(0, %(count)s - 1) AS i
+""",
+)
+
+
+async def seed_history(bench: Bench, count: int, prefix: str, agents: int) -> None:
+    """`count` tasks done before, each with its ended lease, held in turn by
+    the agents `<prefix>-<n>` (n < `agents`): the history of a board that
+    has worked before, counted by the planner."""
+
+    def unit(tx: Any) -> None:
+        now = tx.now
+        if bench.kind == "sqlite":
+            e = encode_time(now)
+            tasks, leases = _SQLITE_SEED_HISTORY
+            tx.conn.execute(tasks, (count, bench.board_id, e, e, e))
+            tx.conn.execute(leases, (count, bench.board_id, prefix, agents, *[e] * 6))
+        else:
+            values = {
+                "board": bench.board_id, "now": now, "count": count,
+                "prefix": prefix, "agents": agents,
+            }  # fmt: skip
+            for sql in _PG_SEED_HISTORY:
+                tx._cur.execute(sql, values)
+
+    if count:
+        await bench.store.run(unit)
+        await analyze(bench)
+
+
 async def seed_agents(bench: Bench, prefix: str, count: int) -> list[Caller]:
     """`count` registered agents `<prefix>-<n>`; their callers."""
 

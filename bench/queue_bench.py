@@ -7,7 +7,16 @@ with `--together`, it claims once, then finishes each task with a report
 that claims the next (`claim_next`): one call and one commit per task. The
 rate is tasks finished per second of the whole run.
 
+With `--cpu`, it also prints the CPU time a task cost this process and the
+PostgreSQL server (every process of its binary on this machine, backends
+and background workers alike, so run it on a quiet server): on two cores
+shared with the server, their sum bounds the rate. With `--history N`,
+the board first holds N tasks done before, with their ended leases, as a
+board that has worked a while does (a fresh database's first minute is
+slower: see docs/performance.md, "The tenth machine").
+
     .venv/bin/python bench/queue_bench.py --tasks 2000 --concurrency 1,8 [--together]
+        [--cpu] [--history 20000]
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import open_bench, seed_agents, seed_todo
+from common import open_bench, seed_agents, seed_history, seed_todo
 
 from tenure.core.decisions import Report
 
@@ -35,13 +44,16 @@ async def queue_rate(
     *,
     together: bool = False,
     costs: dict[str, float] | None = None,
+    history: int = 0,
 ) -> float:
     """Tasks claimed and completed per second by `concurrency` agents; with
     `together`, each completion claims the next task in the same call. Given
     `costs`, fills in the CPU seconds a task cost this process (`python`) and
-    the PostgreSQL server (`postgres`)."""
+    the PostgreSQL server (`postgres`). `history`: that many tasks done
+    before, with their ended leases, on the board first."""
     bench = await open_bench(kind, folder, pool=max(concurrency, 2))
     try:
+        await seed_history(bench, history, "worker", concurrency)
         await seed_todo(bench, "job", tasks)
         agents = await seed_agents(bench, "worker", concurrency)
         c = bench.coordinator
@@ -105,12 +117,21 @@ async def main() -> None:
     parser.add_argument("--backend", default="postgres", choices=["sqlite", "postgres"])
     parser.add_argument("--together", action="store_true", help="complete with claim_next")
     parser.add_argument("--cpu", action="store_true", help="also the CPU time a task cost")
+    parser.add_argument(
+        "--history", type=int, default=0, help="tasks done before, with their ended leases"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-"))
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
         costs: dict[str, float] | None = {} if args.cpu else None
         rate = await queue_rate(
-            args.tasks, concurrency, folder, args.backend, together=args.together, costs=costs
+            args.tasks,
+            concurrency,
+            folder,
+            args.backend,
+            together=args.together,
+            costs=costs,
+            history=args.history,
         )
         row: dict[str, Any] = {"concurrency": concurrency, "rate": rate}
         if costs:

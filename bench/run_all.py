@@ -79,6 +79,7 @@ FULL = {
     "memory_live": 100_000,
     "queue_jobs": 2000,
     "queue_runs": 3,
+    "queue_history": 20000,
 }
 QUICK = {
     "sizes": [10, 1000, 100_000],
@@ -92,6 +93,7 @@ QUICK = {
     "memory_live": 100_000,
     "queue_jobs": 500,
     "queue_runs": 1,
+    "queue_history": 5000,
 }
 
 
@@ -259,19 +261,25 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             "jobs (`wait=False`). Tenure, agents in process: *two calls*, each looping "
             "`request_next_task` + a `completed` report (two commits a task); "
             "*claim_next*, each finishing a task with a `completed` report that claims "
-            "the next in the same call (one commit a task). Each run measures "
+            "the next in the same call (one commit a task); *claim_next, with history*, "
+            f"the same on a board holding {q.get('history', 0):,} tasks done before with "
+            "their ended leases, as a board that has worked a while does (a fresh "
+            "database's leases table is planned for as empty until autovacuum counts it, "
+            "about a minute on a server; see docs/performance.md). Each run measures "
             "Procrastinate and then Tenure; a ratio is the median of the runs' ratios "
             "(min-max).",
             "",
             "| concurrency | Procrastinate jobs/s | Tenure, two calls | ratio "
-            "| Tenure, claim_next | ratio |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| Tenure, claim_next | ratio | claim_next, with history | ratio |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         together = q.get("together", {})
+        settled = q.get("settled", {})
         for conc_s in sorted(q["tenure"], key=int):
             theirs = q["procrastinate"].get(conc_s, [])
             cells = [fmt(summary(theirs))]
-            for ours in (q["tenure"][conc_s], together.get(conc_s, [])):
+            loops = (q["tenure"][conc_s], together.get(conc_s, []), settled.get(conc_s, []))
+            for ours in loops:
                 ratio = paired(ours, theirs) if len(theirs) == len(ours) else summary([])
                 cells += [fmt(summary(ours)), f"**{fmt(ratio, 2, 'x')}**"]
             lines.append(f"| {conc_s} | " + " | ".join(cells) + " |")
@@ -408,6 +416,7 @@ async def queues_in_turn(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     proc: dict[str, list[float]] = {"1": [], "8": []}
     tenure: dict[str, list[float]] = {"1": [], "8": []}
     together: dict[str, list[float]] = {"1": [], "8": []}
+    settled: dict[str, list[float]] = {"1": [], "8": []}
     for run in range(cfg["queue_runs"]):
         log(f"run {run + 1}: Procrastinate side")
         for concurrency, rates in procrastinate_rates(jobs, 1).items():
@@ -418,7 +427,19 @@ async def queues_in_turn(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
             log(f"run {run + 1}: Tenure side, concurrency {concurrency}, claim_next")
             rate = await queue_rate(jobs, concurrency, folder, together=True)
             together[str(concurrency)].append(rate)
-    return {"jobs": jobs, "procrastinate": proc, "tenure": tenure, "together": together}
+            log(f"run {run + 1}: Tenure side, concurrency {concurrency}, claim_next, history")
+            rate = await queue_rate(
+                jobs, concurrency, folder, together=True, history=cfg["queue_history"]
+            )
+            settled[str(concurrency)].append(rate)
+    return {
+        "jobs": jobs,
+        "history": cfg["queue_history"],
+        "procrastinate": proc,
+        "tenure": tenure,
+        "together": together,
+        "settled": settled,
+    }
 
 
 def paired(ours: list[float], theirs: list[float]) -> dict[str, float]:
