@@ -47,6 +47,12 @@ def require_admin(caller: Caller, what: str) -> None:
         raise Forbidden(f"{what} needs the admin token")
 
 
+#: A listing of one status (not in_progress) with at most this many tasks reads
+#: their live leases one by one; a longer one reads every live lease of the
+#: board at once, as a listing of every task does.
+_OWN_LEASES_UP_TO = 500
+
+
 class Admin:
     """Administrative use cases over a Coordinator's store and policy."""
 
@@ -196,12 +202,13 @@ class Admin:
         def unit(tx: Tx) -> list[dict[str, Any]]:
             self._board(tx, scope)
             tasks = tx.list_tasks(scope, wanted)
-            if wanted in (None, TaskStatus.IN_PROGRESS):
-                # Most of the board's live leases are wanted: read them at once.
+            if wanted in (None, TaskStatus.IN_PROGRESS) or len(tasks) > _OWN_LEASES_UP_TO:
+                # Most of the board's live leases are wanted, or the tasks are
+                # many: read the live leases in one go.
                 leases = {lease.task_id: lease for lease in tx.live_leases(scope)}
             else:
-                # A few tasks of a busy board (its todo or done ones): their own
-                # leases only, not every live lease of the board.
+                # A few tasks of a busy board (its todo or blocked ones): their
+                # own leases only, not every live lease of the board.
                 keys = [(scope, t.id) for t in tasks]
                 leases = {key[1]: lease for key, lease in tx.live_leases_of_tasks(keys).items()}
             return [task_view(t, tx.now, self.c.policy, leases.get(t.id)) for t in tasks]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from tests.support.world import World
 
+from tenure import admin
 from tenure.core.decisions import Report
 from tenure.core.errors import Conflict, Forbidden, InvalidInput, Unauthorized
 from tenure.core.model import TaskStatus
@@ -214,7 +215,13 @@ async def test_a_note_no_store_can_keep_is_refused_and_changes_nothing(world: Wo
     assert await world.task("T1") == before
 
 
-async def test_a_listing_by_status_shows_each_tasks_own_live_lease(world: World) -> None:
+@pytest.mark.parametrize("own_up_to", [500, 1], ids=["one-by-one", "all-at-once"])
+async def test_a_listing_by_status_shows_each_tasks_own_live_lease(
+    world: World, own_up_to: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short listing of one status reads its tasks' leases one by one, a
+    # longer one every live lease of the board: both must show the same.
+    monkeypatch.setattr(admin, "_OWN_LEASES_UP_TO", own_up_to)
     agents = [await world.add_agent(name) for name in ("a1", "a2", "a3")]
     for task_id in ("T1", "T2", "T3", "T4"):
         await world.add_task(task_id)
