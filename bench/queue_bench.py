@@ -72,7 +72,7 @@ async def queue_rate(
                     got = await c.request_next_task(agent)
                 finished += 1
 
-        server, own = _server_cpu(), _own_cpu()
+        server, own = (_server_cpu(), _own_cpu()) if costs is not None else ({}, 0.0)
         start = time.perf_counter()
         await asyncio.gather(*(work(a) for a in agents))
         elapsed = time.perf_counter() - start

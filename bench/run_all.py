@@ -274,11 +274,11 @@ def write_results(path: Path, data: dict[str, Any], quick: bool, command: str) -
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         together = q.get("together", {})
-        settled = q.get("settled", {})
+        with_history = q.get("with_history", {})
         for conc_s in sorted(q["tenure"], key=int):
             theirs = q["procrastinate"].get(conc_s, [])
             cells = [fmt(summary(theirs))]
-            loops = (q["tenure"][conc_s], together.get(conc_s, []), settled.get(conc_s, []))
+            loops = (q["tenure"][conc_s], together.get(conc_s, []), with_history.get(conc_s, []))
             for ours in loops:
                 ratio = paired(ours, theirs) if len(theirs) == len(ours) else summary([])
                 cells += [fmt(summary(ours)), f"**{fmt(ratio, 2, 'x')}**"]
@@ -416,7 +416,7 @@ async def queues_in_turn(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     proc: dict[str, list[float]] = {"1": [], "8": []}
     tenure: dict[str, list[float]] = {"1": [], "8": []}
     together: dict[str, list[float]] = {"1": [], "8": []}
-    settled: dict[str, list[float]] = {"1": [], "8": []}
+    with_history: dict[str, list[float]] = {"1": [], "8": []}
     for run in range(cfg["queue_runs"]):
         log(f"run {run + 1}: Procrastinate side")
         for concurrency, rates in procrastinate_rates(jobs, 1).items():
@@ -431,14 +431,14 @@ async def queues_in_turn(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
             rate = await queue_rate(
                 jobs, concurrency, folder, together=True, history=cfg["queue_history"]
             )
-            settled[str(concurrency)].append(rate)
+            with_history[str(concurrency)].append(rate)
     return {
         "jobs": jobs,
         "history": cfg["queue_history"],
         "procrastinate": proc,
         "tenure": tenure,
         "together": together,
-        "settled": settled,
+        "with_history": with_history,
     }
 
 
