@@ -96,6 +96,11 @@ async def test_events_queued_by_one_unit_keep_their_order_and_data_and_wake_foll
             tx.queue_event(event)
 
     other = await reopen()
+    listen = getattr(store, "listen", None)
+    if listen is not None:
+        # PostgreSQL: LISTEN in place first, so what wakes the waiter is the
+        # commit's NOTIFY, not the listener's catch-up read as it connects.
+        assert await listen(timeout=10)
     waiter = asyncio.create_task(store.wait_for_events(before, timeout=30))
     for _ in range(20):
         await asyncio.sleep(0)
