@@ -19,6 +19,15 @@ def _append(*events: Event) -> Any:
     return unit
 
 
+async def _listening(store: Any) -> None:
+    """On PostgreSQL, have LISTEN in place before a test's commit, so what
+    wakes a waiter is that commit's NOTIFY, not the listener's catch-up read
+    as it connects (SQLite wakes its waiters without one)."""
+    listen = getattr(store, "listen", None)
+    if listen is not None:
+        assert await listen(timeout=10)
+
+
 async def test_events_get_growing_ids_and_read_back_in_order(store: Any) -> None:
     await store.run(seed(board()))
     first = Event(EventType.LEASE_CREATED, BOARD, at(1), "t1", "a1", 1, {"phase": 1, "n": [1, 2]})
@@ -96,11 +105,7 @@ async def test_events_queued_by_one_unit_keep_their_order_and_data_and_wake_foll
             tx.queue_event(event)
 
     other = await reopen()
-    listen = getattr(store, "listen", None)
-    if listen is not None:
-        # PostgreSQL: LISTEN in place first, so what wakes the waiter is the
-        # commit's NOTIFY, not the listener's catch-up read as it connects.
-        assert await listen(timeout=10)
+    await _listening(store)
     waiter = asyncio.create_task(store.wait_for_events(before, timeout=30))
     for _ in range(20):
         await asyncio.sleep(0)
@@ -142,6 +147,7 @@ async def test_an_event_from_another_store_instance_wakes_a_follower(
 ) -> None:
     await store.run(seed(board()))
     other = await reopen()
+    await _listening(store)
     waiter = asyncio.create_task(store.wait_for_events(0, timeout=30))
     for _ in range(20):
         await asyncio.sleep(0)
