@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tenure.clock import FakeClock
 from tenure.core.errors import Conflict, StoreUnavailable
 from tenure.core.model import Board, Task, TaskStatus
 from tenure.store import migrate as migrations
+from tenure.store import sqlite as sqlite_store
 from tenure.store.sqlite import SqliteStore, migrate_file, schema_version_of
 from tenure.store.sqlite_schema import _split_script
 from tenure.store.sqlite_tx import translate_error
@@ -201,6 +203,29 @@ async def test_a_quick_unit_waits_on_the_writer_thread_when_another_process_writ
     assert await store.read(lambda tx: tx.list_boards()) == [board]
     # The writer waits for the lock again on its own thread, and runs inline when idle.
     assert await store.run(lambda tx: threading.get_ident(), quick=True) == threading.get_ident()
+    await store.close()
+
+
+async def test_the_writer_is_idle_again_before_its_callers_wake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller woken by the writer thread finds the writer idle: the quick
+    unit it sends at once runs inline, not queued behind a drain that has
+    delivered its last result but not yet said it is done (seen in CI, on a
+    loaded machine, where the writer thread can lose the CPU right after
+    waking its caller: simulated here by a pause after each delivery)."""
+    deliver = sqlite_store._deliver
+
+    def deliver_then_pause(*args: Any) -> None:
+        deliver(*args)
+        time.sleep(0.02)
+
+    monkeypatch.setattr(sqlite_store, "_deliver", deliver_then_pause)
+    store = await SqliteStore.open(tmp_path / "t.db", FakeClock())
+    here = threading.get_ident()
+    for _ in range(10):
+        assert await store.run(lambda tx: threading.get_ident()) != here
+        assert await store.run(lambda tx: threading.get_ident(), quick=True) == here
     await store.close()
 
 

@@ -344,16 +344,24 @@ class SqliteStore:
                     self._draining = False
                     return
             group = [(fn, future) for fn, future in group if not future.cancelled()]
+            outcomes: list[Outcome] = []
             if len(group) == 1:
-                fn, future = group[0]
                 try:
-                    outcome: tuple[bool, Any] = (True, self._run_sync(fn))
+                    outcomes.append((True, self._run_sync(group[0][0])))
                 except BaseException as exc:
-                    outcome = (False, exc)
-                _deliver(loop, future, outcome)
+                    outcomes.append((False, exc))
             elif group:
-                for (_, future), outcome in zip(group, self._run_group(group), strict=True):
-                    _deliver(loop, future, outcome)
+                outcomes = self._run_group(group)
+            with self._pending_lock:
+                idle = not self._pending
+                if idle:
+                    # Free before its callers wake: a quick unit one of them
+                    # sends next finds the writer idle and runs at once.
+                    self._draining = False
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                _deliver(loop, future, outcome)
+            if idle:
+                return
 
     def _wait_for_lock(self, conn: sqlite3.Connection, wait: bool) -> None:
         """Let BEGIN IMMEDIATE wait for another process's write lock (up to
