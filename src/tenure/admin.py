@@ -35,6 +35,7 @@ from tenure.inputs import (
     task_spec,
     text,
 )
+from tenure.pages import cursor_after, page_size, place_of
 from tenure.service import Coordinator
 from tenure.store.base import Tx
 from tenure.units import Effects, write
@@ -47,9 +48,9 @@ def require_admin(caller: Caller, what: str) -> None:
         raise Forbidden(f"{what} needs the admin token")
 
 
-#: A listing of one status (not in_progress) with at most this many tasks reads
-#: their live leases one by one; a longer one reads every live lease of the
-#: board at once, as a listing of every task does.
+#: A page of a listing, or a listing of one status (not in_progress), with at
+#: most this many tasks reads their live leases one by one; a longer one reads
+#: every live lease of the board at once, as a listing of every task does.
 _OWN_LEASES_UP_TO = 500
 
 
@@ -192,26 +193,43 @@ class Admin:
             raise Conflict(f"dependency cycle: {' -> '.join(cycle)}", details={"cycle": cycle})
 
     async def list_tasks(
-        self, caller: Caller, board_id: str | None = None, status: str | None = None
-    ) -> list[dict[str, Any]]:
-        """A board's tasks with their live leases."""
+        self,
+        caller: Caller,
+        board_id: str | None = None,
+        status: str | None = None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        """A board's tasks with their live leases: every one, or a page of
+        `limit` after the cursor `after`. `next` is the cursor of the page
+        that follows (None: this page is the last)."""
         scope = self._scope(caller, board_id) if not caller.is_agent else caller.board_id
         assert scope is not None
         wanted = TaskStatus(status) if status else None
+        size = page_size(limit)
+        place = None if after is None else place_of(after)
 
-        def unit(tx: Tx) -> list[dict[str, Any]]:
+        def unit(tx: Tx) -> dict[str, Any]:
             self._board(tx, scope)
-            tasks = tx.list_tasks(scope, wanted)
-            if wanted in (None, TaskStatus.IN_PROGRESS) or len(tasks) > _OWN_LEASES_UP_TO:
+            # One task more than the page shows says whether another page follows.
+            tasks = tx.list_tasks(scope, wanted, None if size is None else size + 1, after=place)
+            more = size is not None and len(tasks) > size
+            tasks = tasks[:size]
+            whole = size is None and wanted in (None, TaskStatus.IN_PROGRESS)
+            if whole or len(tasks) > _OWN_LEASES_UP_TO:
                 # Most of the board's live leases are wanted, or the tasks are
                 # many: read the live leases in one go.
                 leases = {lease.task_id: lease for lease in tx.live_leases(scope)}
             else:
-                # A few tasks of a busy board (its todo or blocked ones): their
-                # own leases only, not every live lease of the board.
+                # A page, or a few tasks of one status (a busy board's todo or
+                # blocked ones): their own leases only, not every live lease.
                 keys = [(scope, t.id) for t in tasks]
                 leases = {key[1]: lease for key, lease in tx.live_leases_of_tasks(keys).items()}
-            return [task_view(t, tx.now, self.c.policy, leases.get(t.id)) for t in tasks]
+            return {
+                "tasks": [task_view(t, tx.now, self.c.policy, leases.get(t.id)) for t in tasks],
+                "next": cursor_after(tasks[-1]) if more else None,
+            }
 
         return await self.c.store.read(unit)
 

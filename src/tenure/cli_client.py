@@ -29,6 +29,7 @@ from tenure.cli_output import (
     show_tasks,
     table,
 )
+from tenure.pages import PAGE_MAX
 
 DEFAULT_URL = "http://127.0.0.1:8321"
 
@@ -152,15 +153,30 @@ def task_list(
     url: Url = DEFAULT_URL,
     token: Token = None,
     status: Annotated[str | None, typer.Option(help="Only tasks of this status.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=PAGE_MAX, help="At most this many tasks (a page).")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(help="The page after this cursor (a listing's `next`).")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List a board's tasks with their leases.
+    """List a board's tasks with their leases, oldest first.
 
     Example: tenure task list web --status in_progress
+    Example: tenure task list web --limit 100
     """
-    params = {"status": status} if status else {}
+    params: dict[str, Any] = {"status": status, "limit": limit, "after": after}
+    params = {name: value for name, value in params.items() if value is not None}
     answer = ApiCall(url, token)("GET", f"/boards/{board_id}/tasks", params=params)
-    emit(answer, as_json, lambda a: show_tasks(a["tasks"]))
+
+    def show(listing: Json) -> None:
+        show_tasks(listing["tasks"])
+        if listing.get("next"):
+            console.print(f"more: tenure task list {board_id} --limit {limit} "
+                          f"--after {listing['next']}")  # fmt: skip
+
+    emit(answer, as_json, show)
 
 
 @task_app.command("show")

@@ -148,6 +148,34 @@ async def test_tasks_are_listed_oldest_first_by_status_with_a_limit(store: Any) 
     assert [t.id for t in await store.read(lambda tx: tx.list_tasks("b2"))] == ["t0"]
 
 
+async def test_tasks_are_listed_page_by_page_after_a_task_in_listing_order(store: Any) -> None:
+    # Tasks imported together share their creation moment: a page must end
+    # and the next begin between two of them without losing or repeating one.
+    await store.run(
+        seed(
+            board(),
+            task("t5", created_at=at(1)),
+            task("t2", created_at=at(1), status=TaskStatus.DONE),
+            task("t9", created_at=at(1)),
+            task("t1", created_at=at(2)),
+            task("t0", created_at=at(0), status=TaskStatus.DONE),
+        )
+    )
+
+    async def page(status: TaskStatus | None, after: tuple[Any, str] | None) -> list[str]:
+        listed = await store.read(lambda tx: tx.list_tasks(BOARD, status, 2, after=after))
+        return [t.id for t in listed]
+
+    assert await page(None, None) == ["t0", "t2"]
+    assert await page(None, (at(1), "t2")) == ["t5", "t9"]
+    assert await page(None, (at(1), "t9")) == ["t1"]
+    assert await page(None, (at(2), "t1")) == []
+    assert await page(TaskStatus.TODO, (at(1), "t2")) == ["t5", "t9"]
+    assert await page(TaskStatus.DONE, (at(0), "t0")) == ["t2"]
+    # After a task since deleted (or never there): the place it would hold.
+    assert await page(None, (at(1), "t3")) == ["t5", "t9"]
+
+
 async def test_claim_candidates_come_recovered_first_then_by_priority_then_oldest(
     store: Any,
 ) -> None:

@@ -198,6 +198,23 @@ def test_unknown_routes_and_ids_answer_not_found(server: LiveServer, boards: tup
     refused(admin.post("/boards", json={"id": "alpha"}), 409, "conflict")
 
 
+def test_task_listings_come_in_pages_and_a_bad_page_is_invalid_input(
+    server: LiveServer, boards: tuple
+) -> None:
+    admin = server.admin()
+    first = admin.get("/boards/alpha/tasks", params={"limit": 1}).json()
+    assert [t["id"] for t in first["tasks"]] == ["a1"] and first["next"]
+    second = admin.get("/boards/alpha/tasks", params={"limit": 1, "after": first["next"]})
+    assert [t["id"] for t in second.json()["tasks"]] == ["a2"] and second.json()["next"] is None
+    whole = admin.get("/boards/alpha/tasks").json()
+    assert [t["id"] for t in whole["tasks"]] == ["a1", "a2"] and whole["next"] is None
+    for params in ({"limit": 0}, {"limit": 1001}, {"limit": "many"}, {"after": "x" * 600}):
+        refused(admin.get("/boards/alpha/tasks", params=params), 422, "invalid_input")
+    not_a_cursor = admin.get("/boards/alpha/tasks", params={"after": "bm9wZQ"})
+    bad = refused(not_a_cursor, 422, "invalid_input")
+    assert bad["details"]["field"] == "after"
+
+
 def test_health_readiness_and_openapi(server: LiveServer) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert "reachable from other machines" not in server.logs()  # loopback: no warning

@@ -64,6 +64,11 @@ def test_every_client_command_against_a_running_server(server: LiveServer, tmp_p
     listed = tenure(server, "task", "list", "web", "--json")["tasks"]
     assert {t["id"] for t in listed} == {"schema", "login", "search", "extra"}
     assert "Login page" in tenure(server, "task", "list", "web")
+    page = tenure(server, "task", "list", "web", "--limit", "3", "--json")
+    rest = tenure(server, "task", "list", "web", "--limit", "3", "--after", page["next"], "--json")
+    assert [t["id"] for t in page["tasks"] + rest["tasks"]] == [t["id"] for t in listed]
+    assert rest["next"] is None
+    assert f"--after {page['next']}" in tenure(server, "task", "list", "web", "--limit", "3")
 
     registered = tenure(
         server, "agent", "register", "web", "worker-1", "--skill", "python", "--json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,8 @@ async def test_a_dependency_cycle_or_unknown_dependency_is_refused_whole(world: 
         await world.add_task("D", dependencies=["nope"])
     with pytest.raises(Conflict):
         await world.coordinator.admin.update_task(world.admin, "b1", "A", {"dependencies": ["A"]})
-    listed = [t["id"] for t in await world.coordinator.admin.list_tasks(world.admin, "b1")]
+    listing = await world.coordinator.admin.list_tasks(world.admin, "b1")
+    listed = [t["id"] for t in listing["tasks"]]
     assert listed == ["A"]
 
 
@@ -231,7 +233,7 @@ async def test_a_listing_by_status_shows_each_tasks_own_live_lease(
     await world.coordinator.report_blocker(agents[2], "T3", "no access")
 
     async def listed(status: str | None) -> dict[str, Any]:
-        rows = await world.coordinator.admin.list_tasks(world.admin, "b1", status)
+        rows = (await world.coordinator.admin.list_tasks(world.admin, "b1", status))["tasks"]
         return {row["id"]: row["lease"] and row["lease"]["agent_id"] for row in rows}
 
     assert await listed(None) == {"T1": "a1", "T2": None, "T3": None, "T4": None}
@@ -249,3 +251,62 @@ async def test_a_listing_by_status_shows_each_tasks_own_live_lease(
 
     await world.coordinator.store.run(relabel)
     assert await listed("todo") == {"T1": "a1", "T4": None}
+
+
+async def test_a_listing_walked_page_by_page_shows_each_task_once_as_the_board_changes(
+    world: World,
+) -> None:
+    # Several tasks share a creation moment (the fake clock stands still), so
+    # pages end between tasks of one moment; tasks added, finished and deleted
+    # between pages must not make the walk repeat or skip a task that stayed.
+    agent = await world.add_agent("a1")
+    for n in range(7):
+        await world.add_task(f"T{n}")
+        if n % 3 == 2:
+            world.clock.advance(1)
+    claimed = (await world.claim(agent))["task"]["id"]
+    seen: list[str] = []
+    after = None
+    leases: dict[str, Any] = {}
+    for step in range(10):
+        page = await world.coordinator.admin.list_tasks(world.admin, "b1", limit=3, after=after)
+        assert len(page["tasks"]) <= 3
+        seen += [t["id"] for t in page["tasks"]]
+        leases.update({t["id"]: t["lease"] for t in page["tasks"]})
+        if step == 0:
+            await world.add_task("late")  # created after every other: on the last page
+            # A task already listed goes: an offset would now skip one.
+            await world.coordinator.admin.delete_task(world.admin, "b1", "T1")
+            await world.report(agent, claimed, status="completed", progress=100)
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == ["T0", "T1", "T2", "T3", "T4", "T5", "T6", "late"]
+    assert leases[claimed] is not None and leases[claimed]["agent_id"] == "a1"
+
+    todo = await world.coordinator.admin.list_tasks(world.admin, "b1", "todo", limit=2)
+    assert [t["id"] for t in todo["tasks"]] == ["T2", "T3"]
+    rest = await world.coordinator.admin.list_tasks(
+        world.admin, "b1", "todo", limit=1000, after=todo["next"]
+    )
+    assert [t["id"] for t in rest["tasks"]] == ["T4", "T5", "T6", "late"]
+    assert rest["next"] is None
+    whole = await world.coordinator.admin.list_tasks(world.admin, "b1")
+    assert len(whole["tasks"]) == 7 and whole["next"] is None
+
+
+@pytest.mark.parametrize(
+    ("limit", "after"),
+    [(0, None), (1001, None), (True, None), (5, "not-a-cursor"), (5, ""), (5, "x" * 600)]
+    + [(5, base64.urlsafe_b64encode(place).decode()) for place in (
+        b"2026-01-01T00:00:00+00:00", b"2026-01-01T00:00:00|T1", b"yesterday|T1",
+        b"2026-01-01T00:00:00+00:00|bad id!", b"\xff\xfe|T1",
+    )],
+)  # fmt: skip
+async def test_a_page_asked_for_wrongly_is_invalid_input(
+    world: World, limit: Any, after: str | None
+) -> None:
+    await world.add_task("T1")
+    with pytest.raises(InvalidInput) as refused:
+        await world.coordinator.admin.list_tasks(world.admin, "b1", limit=limit, after=after)
+    assert refused.value.details["field"] == ("after" if after is not None else "limit")

@@ -354,8 +354,8 @@ async def tasks(
     _board(caller, board_id)
     c = _coordinator(request)
     if ids is None:
-        rows = await c.admin.list_tasks(caller, board_id)
-        return {"tasks": rows, "now": (await _now(c.store)).isoformat()}
+        listing = await c.admin.list_tasks(caller, board_id)
+        return {"tasks": listing["tasks"], "now": (await _now(c.store)).isoformat()}
     wanted = [part for part in ids.split(",") if part][:MAX_IDS]
     for task_id in wanted:
         check_id(task_id, "task_id")

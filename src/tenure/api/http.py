@@ -53,6 +53,7 @@ from tenure.core.decisions import Evidence, Report
 from tenure.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from tenure.core.model import UTC, StoredEvent, TaskStatus
 from tenure.core.validate import MAX_EVENT_ID
+from tenure.pages import PAGE_MAX
 from tenure.service import Coordinator
 
 if TYPE_CHECKING:
@@ -231,13 +232,20 @@ async def list_boards(who: Reader, c: Coord) -> Json:
 
 @router.get("/boards/{board_id}/tasks", tags=["tasks"])
 async def list_tasks(
-    board_id: str, who: Reader, c: Coord, status: TaskStatus | None = None
+    board_id: str,
+    who: Reader,
+    c: Coord,
+    status: TaskStatus | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=PAGE_MAX)] = None,
+    after: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Json:
-    """A board's tasks with their live leases, optionally of one status."""
+    """A board's tasks with their live leases, oldest first, optionally of one
+    status. With `limit`, a page of that many: `next` is the `after` of the
+    page that follows, null on the last one."""
     own_board(who, board_id)
     scope = None if who.is_agent else board_id
-    tasks = await c.admin.list_tasks(who, scope, str(status) if status else None)
-    return {"tasks": tasks}
+    status_text = str(status) if status else None
+    return await c.admin.list_tasks(who, scope, status_text, limit=limit, after=after)
 
 
 @router.post("/boards/{board_id}/tasks", status_code=201, tags=["tasks"])

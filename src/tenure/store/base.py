@@ -171,8 +171,16 @@ class Tx(Protocol):
         ends (PostgreSQL: FOR UPDATE, taken in key order); missing ones are left out."""
 
     def list_tasks(
-        self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
-    ) -> list[Task]: ...
+        self,
+        board_id: str,
+        status: TaskStatus | None = None,
+        limit: int | None = None,
+        *,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Task]:
+        """The board's tasks (of one status), oldest first, then by id; with
+        `after` (a creation moment and a task id), only those listed after
+        that place: the next page of a listing."""
 
     def delete_task(self, board_id: str, task_id: str) -> bool: ...
 

@@ -377,13 +377,21 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
         return {(task.board_id, task.id): task for task in tasks}
 
     def list_tasks(
-        self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
+        self,
+        board_id: str,
+        status: TaskStatus | None = None,
+        limit: int | None = None,
+        *,
+        after: tuple[datetime, str] | None = None,
     ) -> list[Task]:
         sql = f"SELECT {pgsql.TASKS} FROM tasks WHERE board_id = %s"
         params: list[Any] = [board_id]
         if status is not None:
             sql += " AND status = %s"
             params.append(str(status))
+        if after is not None:
+            sql += " AND (created_at, id) > (%s, %s)"
+            params += [after[0], after[1]]
         sql += " ORDER BY created_at, id"
         if limit is not None:
             sql += " LIMIT %s"

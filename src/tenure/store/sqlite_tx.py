@@ -318,20 +318,24 @@ class SqliteTx(SqliteUpkeep, SessionRows):
         return {key: task for key, task in found.items() if task is not None}
 
     def list_tasks(
-        self, board_id: str, status: TaskStatus | None = None, limit: int | None = None
+        self,
+        board_id: str,
+        status: TaskStatus | None = None,
+        limit: int | None = None,
+        *,
+        after: tuple[datetime, str] | None = None,
     ) -> list[Task]:
-        count = -1 if limit is None else limit
-        if status is None:
-            rows = self._all(
-                f"{_TASK_SELECT} WHERE board_id = ? ORDER BY created_at, id LIMIT ?",
-                (board_id, count),
-            )
-        else:
-            rows = self._all(
-                f"{_TASK_SELECT} WHERE board_id = ? AND status = ? ORDER BY created_at, id LIMIT ?",
-                (board_id, str(status), count),
-            )
-        return [_TASKS.of(row) for row in rows]
+        sql = f"{_TASK_SELECT} WHERE board_id = ?"
+        params: list[Any] = [board_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(str(status))
+        if after is not None:
+            sql += " AND (created_at, id) > (?, ?)"
+            params += [encode_time(after[0]), after[1]]
+        sql += " ORDER BY created_at, id LIMIT ?"
+        params.append(-1 if limit is None else limit)
+        return [_TASKS.of(row) for row in self._all(sql, params)]
 
     def delete_task(self, board_id: str, task_id: str) -> bool:
         cursor = self._exec("DELETE FROM tasks WHERE board_id = ? AND id = ?", (board_id, task_id))
