@@ -176,6 +176,35 @@ async def test_tasks_are_listed_page_by_page_after_a_task_in_listing_order(store
     assert await page(None, (at(1), "t3")) == ["t5", "t9"]
 
 
+async def test_the_tasks_done_last_come_newest_first_and_tasks_are_counted_by_status(
+    store: Any,
+) -> None:
+    done = TaskStatus.DONE
+    await store.run(
+        seed(
+            board(),
+            board("b2"),
+            # created in one order, completed in another; t4 and t5 together
+            task("t1", created_at=at(1), status=done, completed_at=at(30)),
+            task("t2", created_at=at(2), status=done, completed_at=at(10)),
+            task("t3", created_at=at(3), status=done, completed_at=at(20)),
+            task("t4", created_at=at(4), status=done, completed_at=at(40)),
+            task("t5", created_at=at(5), status=done, completed_at=at(40)),
+            task("t6", created_at=at(6)),
+            task("t7", created_at=at(7), status=TaskStatus.BLOCKED),
+            task("t0", "b2", status=done, completed_at=at(99)),
+        )
+    )
+    newest = await store.read(lambda tx: tx.recently_done(BOARD, 3))
+    assert [t.id for t in newest] == ["t5", "t4", "t1"]
+    every = await store.read(lambda tx: tx.recently_done(BOARD, 100))
+    assert [t.id for t in every] == ["t5", "t4", "t1", "t3", "t2"]
+    assert await store.read(lambda tx: tx.recently_done("b3", 5)) == []
+    counts = await store.read(lambda tx: tx.task_counts(BOARD))
+    assert counts == {done: 5, TaskStatus.TODO: 1, TaskStatus.BLOCKED: 1}
+    assert await store.read(lambda tx: tx.task_counts("b3")) == {}
+
+
 async def test_claim_candidates_come_recovered_first_then_by_priority_then_oldest(
     store: Any,
 ) -> None:

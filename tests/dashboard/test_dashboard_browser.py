@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 from tests.dashboard.conftest import OUTPUT, Dash, Watched, sign_in
-from tests.support.server import wait_until
+from tests.support.server import new_board, wait_until
 
 pytestmark = pytest.mark.xdist_group("dashboard")
 
@@ -210,6 +210,58 @@ def test_five_hundred_tasks_render_fast_and_events_update_cards_in_place(
     kept = page.evaluate("[...document.querySelectorAll('.card')].filter((c) => c.__kept).length")
     assert kept == 400
     assert page.locator(".column[data-status='todo'] .count").inner_text() == "500"
+    assert admin_page.errors == []
+    page.select_option("#board-select", "alpha")
+    page.wait_for_selector('.card[data-task-id="ranking"]')
+
+
+def test_a_long_history_shows_only_the_tasks_done_last_and_counts_the_rest(
+    admin_page: Watched, dash: Dash
+) -> None:
+    page = admin_page.page
+    history = new_board(dash.server, "history")
+    history.add_tasks(*({"id": f"h-{n:03d}", "title": f"Old task {n}"} for n in range(205)))
+    worker, _ = history.agent("historian")
+    current = worker.post("/claim").json()["task"]["id"]
+    for _ in range(205):  # each completion claims the next task in the same call
+        done = worker.post(
+            f"/tasks/{current}/progress",
+            json={"status": "completed", "progress": 100, "claim_next": True},
+        )
+        assert done.status_code == 200, done.text
+        current = (done.json()["next"]["task"] or {}).get("id")
+    assert current is None
+    page.reload()  # the selector reads the boards at most every 5 s; a load reads them
+    expect(page.locator('#board-select option[value="history"]')).to_have_count(1)
+    page.select_option("#board-select", "history")
+    column = page.locator('.column[data-status="done"]')
+    expect(column.locator(".card")).to_have_count(200, timeout=LIVE_MS)
+    expect(column.locator(".count")).to_have_text("205")
+    expect(column.locator(".older")).to_have_text("and 5 done earlier, not shown")
+    # The tasks completed first are the ones left out; the last is on top.
+    assert column.locator(".card").first.get_attribute("data-task-id") == "h-204"
+    assert card(page, "h-004", "done").count() == 0 and card(page, "h-005", "done").count() == 1
+    page.wait_for_selector(".live.on")
+
+    # Live: a new completion goes on top and pushes the oldest shown out.
+    history.add_tasks({"id": "h-new", "title": "New task"})
+    claimed = worker.post("/claim").json()["task"]["id"]
+    assert claimed == "h-new"
+    finished = {"status": "completed", "progress": 100}
+    assert worker.post("/tasks/h-new/progress", json=finished).status_code == 200
+    newest = column.locator(".card").first
+    expect(newest).to_have_attribute("data-task-id", "h-new", timeout=LIVE_MS)
+    expect(column.locator(".count")).to_have_text("206", timeout=LIVE_MS)
+    expect(column.locator(".card")).to_have_count(200)
+    expect(column.locator(".older")).to_have_text("and 6 done earlier, not shown")
+    # A hidden task changed (still old) stays hidden; one deleted leaves the count.
+    admin = dash.admin()
+    assert admin.patch("/boards/history/tasks/h-000", json={"title": "Renamed"}).status_code == 200
+    assert admin.delete("/boards/history/tasks/h-001").status_code == 204
+    expect(column.locator(".count")).to_have_text("205", timeout=LIVE_MS)
+    expect(column.locator(".older")).to_have_text("and 5 done earlier, not shown")
+    expect(column.locator(".card")).to_have_count(200)
+    assert card(page, "h-000").count() == 0
     assert admin_page.errors == []
     page.select_option("#board-select", "alpha")
     page.wait_for_selector('.card[data-task-id="ranking"]')

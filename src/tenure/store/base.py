@@ -182,6 +182,12 @@ class Tx(Protocol):
         `after` (a creation moment and a task id), only those listed after
         that place: the next page of a listing."""
 
+    def recently_done(self, board_id: str, limit: int) -> list[Task]:
+        """The board's `limit` done tasks completed last, newest first."""
+
+    def task_counts(self, board_id: str) -> dict[TaskStatus, int]:
+        """How many tasks of the board have each status (absent: none)."""
+
     def delete_task(self, board_id: str, task_id: str) -> bool: ...
 
     def claim_candidates(self, flt: ClaimFilter) -> list[Task]:

@@ -398,6 +398,20 @@ class PostgresTx(KeptWrites, PostgresLog, PostgresUpkeep, SessionRows):
             params.append(limit)
         return [self._task(row) for row in self._all(sql, params)]
 
+    def recently_done(self, board_id: str, limit: int) -> list[Task]:
+        rows = self._all(
+            f"SELECT {pgsql.TASKS} FROM tasks WHERE board_id = %s AND status = 'done' "
+            "ORDER BY completed_at DESC, id DESC LIMIT %s",
+            (board_id, limit),
+        )
+        return [self._task(row) for row in rows]
+
+    def task_counts(self, board_id: str) -> dict[TaskStatus, int]:
+        rows = self._all(
+            "SELECT status, count(*) FROM tasks WHERE board_id = %s GROUP BY status", (board_id,)
+        )
+        return {TaskStatus(status): count for status, count in rows}
+
     def delete_task(self, board_id: str, task_id: str) -> bool:
         self._forget_task_reads()
         cur = self._exec("DELETE FROM tasks WHERE board_id = %s AND id = %s", (board_id, task_id))

@@ -337,6 +337,20 @@ class SqliteTx(SqliteUpkeep, SessionRows):
         params.append(-1 if limit is None else limit)
         return [_TASKS.of(row) for row in self._all(sql, params)]
 
+    def recently_done(self, board_id: str, limit: int) -> list[Task]:
+        rows = self._all(
+            f"{_TASK_SELECT} WHERE board_id = ? AND status = 'done' "
+            "ORDER BY completed_at DESC, id DESC LIMIT ?",
+            (board_id, limit),
+        )
+        return [_TASKS.of(row) for row in rows]
+
+    def task_counts(self, board_id: str) -> dict[TaskStatus, int]:
+        rows = self._all(
+            "SELECT status, count(*) FROM tasks WHERE board_id = ? GROUP BY status", (board_id,)
+        )
+        return {TaskStatus(status): count for status, count in rows}
+
     def delete_task(self, board_id: str, task_id: str) -> bool:
         cursor = self._exec("DELETE FROM tasks WHERE board_id = ? AND id = ?", (board_id, task_id))
         return cursor.rowcount > 0

@@ -6,6 +6,9 @@
 // dirty, and dirty tasks are fetched together after a short pause; figures are
 // refetched at most once a second and a half; countdowns tick on the client from
 // each lease's expiry and the server's clock offset.
+//
+// And with a long history: the done column holds only the tasks completed
+// last (as many as the server first sent); older ones are counted, not shown.
 "use strict";
 (function () {
   const COLUMNS = ["todo", "in_progress", "blocked", "done"];
@@ -164,7 +167,32 @@
   }
 
   function updateCounts() {
-    for (const status of COLUMNS) ui.columns[status].count.textContent = ui.columns[status].order.length;
+    for (const status of COLUMNS) {
+      const shown = ui.columns[status].order.length;
+      ui.columns[status].count.textContent = status === "done" ? shown + state.doneHidden : shown;
+    }
+    const older = ui.board.querySelector('[data-status="done"] .older');
+    older.hidden = state.doneHidden === 0;
+    older.textContent = `and ${state.doneHidden.toLocaleString()} done earlier, not shown`;
+  }
+
+  // Whether a done task the page does not show is one of the hidden ones: it
+  // sorts at or after the last card that was hidden (completion times never
+  // change, so a task completed since sorts before it).
+  function amongHidden(task) {
+    return state.doneHidden > 0 && state.doneCutoff !== null && !before(orderKey(task), state.doneCutoff);
+  }
+
+  // Keep the done column to its size: the oldest cards go, and are counted.
+  function trimDone() {
+    const order = ui.columns.done.order;
+    while (order.length > state.doneShown) {
+      const card = state.cards.get(order.pop());
+      card.el.remove();
+      state.cards.delete(card.task.id);
+      state.doneHidden += 1;
+      state.doneCutoff = card.key;
+    }
   }
 
   function badge(text, kind) { return el("span", `badge ${kind || ""}`.trim(), text); }
@@ -266,6 +294,7 @@
     const sig = JSON.stringify(task);
     const existing = state.cards.get(task.id);
     if (existing && existing.sig === sig) return;
+    if (!existing && task.status === "done" && amongHidden(task)) return;
     const built = buildCard(task);
     const card = { el: built.el, parts: built.parts, task, status: task.status, sig, shownState: null };
     if (existing) {
@@ -274,13 +303,19 @@
     }
     state.cards.set(task.id, card);
     placeCard(card);
+    trimDone();
+    if (!state.cards.has(task.id)) return;
     tickCard(card, serverNow());
     if (existing) flash(card.el);
   }
 
   function remove(taskId) {
     const card = state.cards.get(taskId);
-    if (!card) return;
+    if (!card) {
+      // Named by an event but not shown: most likely a hidden done task, deleted.
+      state.doneHidden = Math.max(0, state.doneHidden - 1);
+      return;
+    }
     unplaceCard(card);
     card.el.remove();
     state.cards.delete(taskId);
@@ -423,6 +458,9 @@
     if (generation !== state.generation) return;
     resetBoard();
     syncClock(tasks.now);
+    state.doneShown = tasks.done_shown ?? Infinity;
+    const doneSent = tasks.tasks.filter((task) => task.status === "done").length;
+    state.doneHidden = Math.max(0, (tasks.done_total ?? doneSent) - doneSent);
     for (const task of tasks.tasks) {
       const built = buildCard(task);
       const card = { el: built.el, parts: built.parts, task, status: task.status, sig: JSON.stringify(task), shownState: null };
@@ -438,6 +476,8 @@
       ui.columns[status].order = cards.map((c) => c.task.id);
       ui.columns[status].list.append(fragment);
     }
+    const done = ui.columns.done.order;
+    state.doneCutoff = done.length ? state.cards.get(done[done.length - 1]).key : null;
     updateCounts();
     tick();
     addEvents(events.events, false);
