@@ -21,8 +21,8 @@ from tenure.core.model import Board, Task, TaskStatus
 from tenure.store import migrate as migrations
 from tenure.store import sqlite as sqlite_store
 from tenure.store.sqlite import SqliteStore, migrate_file, schema_version_of
+from tenure.store.sqlite_errors import translate_error
 from tenure.store.sqlite_schema import _split_script
-from tenure.store.sqlite_tx import translate_error
 
 LATEST = migrations.latest_version("sqlite")
 

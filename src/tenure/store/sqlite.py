@@ -39,6 +39,7 @@ from tenure.core.model import StoredEvent
 from tenure.store.base import Reads, new_server_id
 from tenure.store.rows import EVENT_COLUMNS, columns, encode_time, event_from_row
 from tenure.store.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, Checkpointer
+from tenure.store.sqlite_errors import translate_error
 from tenure.store.sqlite_group import (
     GROUP_MAX,
     LoopGroup,
@@ -56,7 +57,7 @@ from tenure.store.sqlite_schema import (
     migrate_file,
     schema_version_of,
 )
-from tenure.store.sqlite_tx import SqliteTx, translate_error
+from tenure.store.sqlite_tx import SqliteTx
 
 T = TypeVar("T")
 

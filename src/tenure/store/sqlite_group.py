@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from tenure.clock import Clock
 from tenure.core.errors import TenureError
-from tenure.store.sqlite_tx import SqliteTx, translate_error
+from tenure.store.sqlite_errors import translate_error
+from tenure.store.sqlite_tx import SqliteTx
 
 T = TypeVar("T")
 

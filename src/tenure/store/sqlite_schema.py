@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tenure.core.errors import StoreUnavailable
 from tenure.store import migrate as migrations
-from tenure.store.sqlite_tx import translate_error
+from tenure.store.sqlite_errors import translate_error
 
 DIALECT = "sqlite"
 DEFAULT_PATH = "tenure.db"

@@ -3,9 +3,8 @@
 `SqliteTx` wraps a connection that `SqliteStore` has already put inside a
 transaction, with the transaction's `now`. Each method runs one statement
 (the sqlite3 module caches it prepared, keyed by its text, so the SQL lives
-in module constants) and turns driver errors into Tenure's: a UNIQUE
-violation is a `Conflict` that says what already exists; a busy, locked,
-unreadable or full database is `StoreUnavailable`.
+in module constants) and turns driver errors into Tenure's
+(`tenure.store.sqlite_errors`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from tenure.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TenureError
+from tenure.core.errors import NotFound
 from tenure.core.model import Agent, Board, Comment, Event, Lease, Task, TaskStatus
 from tenure.core.stats import LeaseSummary
 from tenure.store.base import ClaimFilter, OutboxRow
@@ -48,50 +47,8 @@ from tenure.store.rows import (
     task_to_row,
 )
 from tenure.store.session_rows import SessionRows
+from tenure.store.sqlite_errors import translate_error
 from tenure.store.sqlite_upkeep import SqliteUpkeep
-
-# SQLite's primary result codes that mean "the database cannot be used now".
-_UNAVAILABLE_CODES = {
-    3,  # SQLITE_PERM
-    5,  # SQLITE_BUSY
-    6,  # SQLITE_LOCKED
-    8,  # SQLITE_READONLY
-    10,  # SQLITE_IOERR
-    11,  # SQLITE_CORRUPT
-    13,  # SQLITE_FULL
-    14,  # SQLITE_CANTOPEN
-    15,  # SQLITE_PROTOCOL
-    22,  # SQLITE_NOLFS
-    26,  # SQLITE_NOTADB
-}
-
-
-def translate_error(exc: sqlite3.Error, what: str | None = None) -> TenureError:
-    """The `TenureError` for a driver error; `what` names the row being written."""
-    message = str(exc)
-    details: dict[str, Any] = {"sqlite": message}
-    if isinstance(exc, sqlite3.IntegrityError):
-        subject = what or "the row"
-        if "UNIQUE" in message or "PRIMARY KEY" in message:
-            if "leases.board_id, leases.task_id" in message and "leases.epoch" not in message:
-                return Conflict(f"{subject}: the task already has a live lease", details=details)
-            return Conflict(f"{subject} already exists", details=details)
-        if "FOREIGN KEY" in message:
-            return Conflict(
-                f"{subject} refers to a board or task that does not exist", details=details
-            )
-        return InvalidInput(f"{subject} breaks a constraint: {message}", details=details)
-    code = getattr(exc, "sqlite_errorcode", None)
-    if (code is not None and code & 0xFF in _UNAVAILABLE_CODES) or (
-        isinstance(exc, sqlite3.ProgrammingError) and "closed" in message
-    ):
-        return StoreUnavailable(f"the SQLite database cannot be used: {message}", details=details)
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in message or "disk" in message or "unable to open" in message
-    ):
-        return StoreUnavailable(f"the SQLite database cannot be used: {message}", details=details)
-    return TenureError(f"SQLite error: {message}", details=details)
-
 
 # SQL -------------------------------------------------------------------------------
 
