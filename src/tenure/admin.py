@@ -53,6 +53,12 @@ def require_admin(caller: Caller, what: str) -> None:
 #: every live lease of the board at once, as a listing of every task does.
 _OWN_LEASES_UP_TO = 500
 
+#: Done tasks a board's overview shows at most, those completed last: a
+#: board's done tasks only ever grow, and opening a board must not cost more
+#: as they do.
+DONE_SHOWN = 200
+_OPEN = (TaskStatus.TODO, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED)
+
 
 class Admin:
     """Administrative use cases over a Coordinator's store and policy."""
@@ -229,6 +235,27 @@ class Admin:
             return {
                 "tasks": [task_view(t, tx.now, self.c.policy, leases.get(t.id)) for t in tasks],
                 "next": cursor_after(tasks[-1]) if more else None,
+            }
+
+        return await self.c.store.read(unit)
+
+    async def overview(self, caller: Caller, board_id: str | None = None) -> dict[str, Any]:
+        """A board as the dashboard and `tenure board watch` open it: every task
+        not done, the DONE_SHOWN done last (newest first), how many are done
+        in all, and the server's clock."""
+        scope = self._scope(caller, board_id) if not caller.is_agent else caller.board_id
+        assert scope is not None
+
+        def unit(tx: Tx) -> dict[str, Any]:
+            self._board(tx, scope)
+            tasks = [task for status in _OPEN for task in tx.list_tasks(scope, status)]
+            tasks += tx.recently_done(scope, DONE_SHOWN)
+            leases = {lease.task_id: lease for lease in tx.live_leases(scope)}
+            return {
+                "tasks": [task_view(t, tx.now, self.c.policy, leases.get(t.id)) for t in tasks],
+                "done_total": tx.task_counts(scope).get(TaskStatus.DONE, 0),
+                "done_shown": DONE_SHOWN,
+                "now": tx.now.isoformat(),
             }
 
         return await self.c.store.read(unit)

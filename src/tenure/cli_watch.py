@@ -4,8 +4,10 @@ For people on the server's host over SSH: the four columns (todo, in
 progress, blocked, done), each held task with its agent, progress, a ticking
 lease countdown with phase and grace, state and flags, last note and branch;
 recovered tasks with their handoff; dead letters in red; the fleet figures
-and the latest events. It follows the board's event stream and refetches
-only the tasks an event names, so it stays cheap on a large board.
+and the latest events. It opens with the board's overview (the done tasks
+completed last are held, older ones only counted), follows the board's
+event stream and refetches only the tasks an event names, so it stays
+cheap on a large board and on a long history.
 
 `render_board(tasks, stats, now)` builds the picture from the API's JSON
 (no I/O), so tests render it into a captured Console.
@@ -240,8 +242,10 @@ def render_board(
     per_column: int = 12,
     warning_s: float = 60.0,
     status_line: str = "",
+    hidden_done: int = 0,
 ) -> RenderableType:
-    """The board as a Rich renderable: figures, four columns, latest events."""
+    """The board as a Rich renderable: figures, four columns, latest events.
+    `hidden_done`: done tasks not among `tasks` (older than those), counted."""
     by_status: dict[str, list[Json]] = {status: [] for status, _ in COLUMNS}
     for task in tasks:
         by_status.setdefault(str(task.get("status")), []).append(task)
@@ -260,8 +264,10 @@ def render_board(
     if status_line:
         title.append(f"  {status_line}", style="dim")
     table = Table(expand=True, show_lines=False, pad_edge=False, box=None, padding=(0, 1))
+    counts = {status: len(items) for status, items in by_status.items()}
+    counts["done"] = counts.get("done", 0) + hidden_done
     for status, label in COLUMNS:
-        table.add_column(f"{label} ({len(by_status[status])})", ratio=1, overflow="fold")
+        table.add_column(f"{label} ({counts[status]})", ratio=1, overflow="fold")
     cells: list[RenderableType] = []
     for status, _ in COLUMNS:
         items = by_status[status]
@@ -269,8 +275,8 @@ def render_board(
         for task in items[:per_column]:
             shown.append(render_card(task, now, warning_s))
             shown.append(Text(""))
-        if len(items) > per_column:
-            shown.append(Text(f"… and {len(items) - per_column} more", style="dim"))
+        if counts[status] > per_column:
+            shown.append(Text(f"… and {counts[status] - per_column} more", style="dim"))
         cells.append(Group(*shown))
     table.add_row(*cells)
     feed = Text()
@@ -291,6 +297,40 @@ def render_board(
 
 
 # ---------------------------------------------------------------- following
+class ShownTasks:
+    """The tasks the watcher holds: those of the board's overview (every task
+    not done, the done ones completed last), kept current task by task as
+    events name them. Older done tasks are only counted, as on the dashboard:
+    a board's history never has to be read whole."""
+
+    def __init__(self, overview: Json) -> None:
+        self.tasks: dict[str, Json] = {t["id"]: t for t in overview["tasks"]}
+        done = [t for t in self.tasks.values() if t.get("status") == "done"]
+        #: Done tasks of the board not held here.
+        self.hidden_done = max(0, int(overview.get("done_total", len(done))) - len(done))
+        stamps = [m for t in done if (m := _moment(t.get("completed_at"))) is not None]
+        # Hidden done tasks were completed at or before this (never after).
+        self._cutoff = min(stamps) if stamps and self.hidden_done else None
+
+    def changed(self, task: Json) -> None:
+        """A task an event named, read again."""
+        if task["id"] not in self.tasks and self._hidden(task):
+            return  # an older done task (edited, say): still only counted
+        self.tasks[task["id"]] = task
+
+    def gone(self, task_id: str) -> None:
+        """A task an event named no longer exists."""
+        if self.tasks.pop(task_id, None) is None and self.hidden_done:
+            # Named by an event but not held: most likely a hidden done task.
+            self.hidden_done -= 1
+
+    def _hidden(self, task: Json) -> bool:
+        if task.get("status") != "done" or not self.hidden_done or self._cutoff is None:
+            return False
+        completed = _moment(task.get("completed_at"))
+        return completed is not None and completed <= self._cutoff
+
+
 def server_offset(tasks: Iterable[Json], response: httpx.Response | None = None) -> timedelta:
     """The server's clock minus this machine's, from a lease's expiry and seconds
     left (precise), else the response's Date header (to the second)."""
@@ -383,19 +423,20 @@ def watch(
     console = Console(highlight=False)  # made now, so it measures the terminal now
     call = ApiCall(url, token)
     board = f"/boards/{board_id}"
-    tasks: dict[str, Json] = {t["id"]: t for t in call("GET", f"{board}/tasks")["tasks"]}
+    shown = ShownTasks(call("GET", f"{board}/overview"))
     stats: Json = call("GET", "/statistics", params={"board_id": board_id})
-    offset = server_offset(tasks.values())
+    offset = server_offset(shown.tasks.values())
 
     def picture(events: Sequence[Json], status: str) -> RenderableType:
         return render_board(
-            list(tasks.values()),
+            list(shown.tasks.values()),
             stats,
             datetime.now(UTC) + offset,
             board_id=board_id,
             events=events,
             per_column=per_column,
             status_line=status,
+            hidden_done=shown.hidden_done,
         )
 
     recent, head = latest_events(call, board_id)
@@ -421,15 +462,15 @@ def watch(
                         dirty.add(event["task_id"])
                     stats_due = stats_due or time.monotonic() + 1.0
                 if len(dirty) > REFETCH_ALL_OVER:
-                    tasks = {t["id"]: t for t in call("GET", f"{board}/tasks")["tasks"]}
+                    shown = ShownTasks(call("GET", f"{board}/overview"))
                     dirty.clear()
                 for task_id in list(dirty):
                     dirty.discard(task_id)
                     answer = call.http.get(f"/api/v1{board}/tasks/{task_id}")
                     if answer.status_code == 404:
-                        tasks.pop(task_id, None)
+                        shown.gone(task_id)
                     elif answer.is_success:
-                        tasks[task_id] = answer.json()
+                        shown.changed(answer.json())
                 if stats_due and time.monotonic() >= stats_due:
                     stats = call("GET", "/statistics", params={"board_id": board_id})
                     stats_due = 0.0

@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 from tenure.cli import app
 from tenure.cli_client import ApiCall
-from tenure.cli_watch import BoardFollower, latest_events, lease_state, render_board
+from tenure.cli_watch import (
+    BoardFollower,
+    ShownTasks,
+    latest_events,
+    lease_state,
+    render_board,
+)
 
 pytestmark = pytest.mark.xdist_group("dashboard")
 
@@ -126,6 +132,38 @@ def test_a_long_column_is_cut_with_a_count_of_the_rest() -> None:
     assert "To do (30)" in text
     assert "… and 25 more" in text
     assert "t004" in text and "t005" not in text
+
+
+def test_done_tasks_not_held_are_counted_in_their_column() -> None:
+    tasks = [_task(f"d{n}", "done", completed_at=_at(-n)) for n in range(3)]
+    text = _render(tasks, per_column=2, hidden_done=40)
+    assert "Done (43)" in text and "… and 41 more" in text
+    assert "d0" in text and "d1" in text and "d2" not in text
+
+
+def test_the_watcher_holds_the_overviews_tasks_and_only_counts_older_done_ones() -> None:
+    overview = {
+        "tasks": [
+            _task("open", "todo"),
+            _task("new", "done", completed_at=_at(-10)),
+            _task("newer", "done", completed_at=_at(-5)),
+        ],
+        "done_total": 5,
+    }
+    shown = ShownTasks(overview)
+    assert set(shown.tasks) == {"open", "new", "newer"} and shown.hidden_done == 3
+    # An older done task an event named (edited, say) stays counted, not held.
+    shown.changed(_task("old", "done", completed_at=_at(-60), title="renamed"))
+    assert "old" not in shown.tasks and shown.hidden_done == 3
+    # A task done since is held (and counted once).
+    shown.changed(_task("open", "done", completed_at=_at(0)))
+    assert shown.tasks["open"]["status"] == "done" and shown.hidden_done == 3
+    # Gone: a held task leaves the tasks; one not held leaves the count.
+    shown.gone("new")
+    shown.gone("old")
+    assert set(shown.tasks) == {"open", "newer"} and shown.hidden_done == 2
+    # A server without `done_total` (every task sent): nothing hidden.
+    assert ShownTasks({"tasks": [_task("d", "done", completed_at=_at(0))]}).hidden_done == 0
 
 
 def test_the_lease_state_ages_on_the_client_clock() -> None:

@@ -210,6 +210,10 @@ def test_task_listings_come_in_pages_and_a_bad_page_is_invalid_input(
     assert [t["id"] for t in whole["tasks"]] == ["a1", "a2"] and whole["next"] is None
     for params in ({"limit": 0}, {"limit": 1001}, {"limit": "many"}, {"after": "x" * 600}):
         refused(admin.get("/boards/alpha/tasks", params=params), 422, "invalid_input")
+    overview = admin.get("/boards/alpha/overview").json()
+    assert sorted(t["id"] for t in overview["tasks"]) == ["a1", "a2"]  # one may be held
+    assert (overview["done_total"], overview["done_shown"]) == (0, 200) and overview["now"]
+    refused(admin.get("/boards/missing/overview"), 404, "not_found")
     not_a_cursor = admin.get("/boards/alpha/tasks", params={"after": "bm9wZQ"})
     bad = refused(not_a_cursor, 422, "invalid_input")
     assert bad["details"]["field"] == "after"

@@ -295,8 +295,12 @@ def test_the_agent_protocol_routes_over_http(server: LiveServer) -> None:
 
 
 @pytest.mark.parametrize(
-    "read", ["/boards/{board}/tasks", "/leases", "/statistics", "/events", "/me", "/boards"]
-)
+    "read",
+    [
+        "/boards/{board}/tasks", "/boards/{board}/overview",
+        "/leases", "/statistics", "/events", "/me", "/boards",
+    ],
+)  # fmt: skip
 def test_any_authenticated_call_of_an_agent_touches_its_lease(
     server: LiveServer, read: str
 ) -> None:

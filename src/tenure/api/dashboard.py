@@ -45,7 +45,7 @@ from sse_starlette.sse import EventSourceResponse
 from tenure.api.schemas import TaskIn
 from tenure.auth import ADMIN_TOKEN_META, Caller, Role, token_hash
 from tenure.core.errors import Forbidden, NotFound, Unauthorized
-from tenure.core.model import StoredEvent, TaskStatus, check_id
+from tenure.core.model import StoredEvent, check_id
 from tenure.service import Coordinator
 from tenure.store.base import Store, Tx
 from tenure.views import task_view
@@ -63,10 +63,6 @@ MAX_SESSIONS = 10_000
 FEED_SIZE = 60
 #: Tasks one refetch may name.
 MAX_IDS = 200
-#: Done tasks the page shows at most, those completed last: a board's done
-#: tasks only ever grow, and opening a board must not cost more as they do.
-DONE_SHOWN = 200
-_OPEN = (TaskStatus.TODO, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED)
 SSE_PING_S = 15.0
 _PAGE = 1000
 
@@ -359,8 +355,7 @@ async def tasks(
     _board(caller, board_id)
     c = _coordinator(request)
     if ids is None:
-        opened: Json = await c.store.read(lambda tx: opening_view(tx, c, board_id))
-        return opened
+        return await c.admin.overview(caller, board_id)
     wanted = [part for part in ids.split(",") if part][:MAX_IDS]
     for task_id in wanted:
         check_id(task_id, "task_id")
@@ -379,22 +374,6 @@ async def tasks(
 
     result: Json = await c.store.read(unit)
     return result
-
-
-def opening_view(tx: Tx, c: Coordinator, board_id: str) -> Json:
-    """What the page opens with: every task not done, the DONE_SHOWN done
-    last, and how many are done in all."""
-    if tx.get_board(board_id) is None:
-        raise NotFound(f"no board {board_id!r}")
-    tasks = [task for status in _OPEN for task in tx.list_tasks(board_id, status)]
-    tasks += tx.recently_done(board_id, DONE_SHOWN)
-    leases = {lease.task_id: lease for lease in tx.live_leases(board_id)}
-    return {
-        "tasks": [task_view(t, tx.now, c.policy, leases.get(t.id)) for t in tasks],
-        "done_total": tx.task_counts(board_id).get(TaskStatus.DONE, 0),
-        "done_shown": DONE_SHOWN,
-        "now": tx.now.isoformat(),
-    }
 
 
 @api.get("/boards/{board_id}/statistics")

@@ -248,6 +248,15 @@ async def list_tasks(
     return await c.admin.list_tasks(who, scope, status_text, limit=limit, after=after)
 
 
+@router.get("/boards/{board_id}/overview", tags=["tasks"])
+async def overview(board_id: str, who: Reader, c: Coord) -> Json:
+    """The board as its dashboard opens it: every task not done, the done ones
+    completed last (at most `done_shown`, newest first), `done_total`, and the
+    server's `now`. What a live view of a board with a long history reads."""
+    own_board(who, board_id)
+    return await c.admin.overview(who, None if who.is_agent else board_id)
+
+
 @router.post("/boards/{board_id}/tasks", status_code=201, tags=["tasks"])
 async def add_task(board_id: str, body: TaskIn, who: Who, c: Coord) -> Json:
     """Add one task (admin)."""
