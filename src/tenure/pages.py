@@ -23,7 +23,7 @@ from tenure.core.model import Task, check_id, ensure_utc
 PAGE_MAX = 1000
 
 #: Longer than any cursor this server makes (an ISO moment and a task id).
-_CURSOR_MAX = 512
+CURSOR_MAX = 512
 
 
 def cursor_after(task: Task) -> str:
@@ -36,7 +36,7 @@ def place_of(cursor: str) -> tuple[datetime, str]:
     """The (creation moment, task id) a cursor names; `InvalidInput` if it is
     not one this server made."""
     try:
-        if not cursor or len(cursor) > _CURSOR_MAX:
+        if not cursor or len(cursor) > CURSOR_MAX:
             raise ValueError(cursor)
         padded = cursor + "=" * (-len(cursor) % 4)
         place = base64.urlsafe_b64decode(padded.encode("ascii")).decode()

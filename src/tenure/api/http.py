@@ -53,7 +53,7 @@ from tenure.core.decisions import Evidence, Report
 from tenure.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from tenure.core.model import UTC, StoredEvent, TaskStatus
 from tenure.core.validate import MAX_EVENT_ID
-from tenure.pages import PAGE_MAX
+from tenure.pages import CURSOR_MAX, PAGE_MAX
 from tenure.service import Coordinator
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ async def list_tasks(
     c: Coord,
     status: TaskStatus | None = None,
     limit: Annotated[int | None, Query(ge=1, le=PAGE_MAX)] = None,
-    after: Annotated[str | None, Query(max_length=512)] = None,
+    after: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
 ) -> Json:
     """A board's tasks with their live leases, oldest first, optionally of one
     status. With `limit`, a page of that many: `next` is the `after` of the
